@@ -1,0 +1,460 @@
+"""
+GPT-2 in one file, with Hugging Face's parameter names so that loading the real weights is a short,
+asserted mapping.
+
+Reads top-down: the blocks, the config, the model, the loss head, `from_pretrained`, `generate`, and the
+FLOP/MFU arithmetic used by the trainer's logs and the benchmark.
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# -----------------------------------------------------------------------------
+# blocks
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, kv_cache=None, layer=0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv_cache is not None:
+            k, v = kv_cache.append(layer, k, v)
+        # A single new token attends to the whole cache; a prompt (an empty cache) attends causally.
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=T > 1)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of every layer for generation, preallocated to the context length."""
+
+    def __init__(self, config, batch_size, device, dtype):
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled, advanced by GPT.forward once all layers have appended
+
+    def append(self, layer, k, v):
+        end = self.length + k.size(2)
+        assert k.size(2) == 1 or self.length == 0, "a prompt must be fed to an empty cache"
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+# -----------------------------------------------------------------------------
+# config and model
+
+GPT2_SIZES = {  # Hugging Face name -> shape; all use vocab 50257 and 1024 positions
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50257  # real tokens; logits and the loss only ever cover these
+    padded_vocab_size: int = 0  # embedding rows; 0 = vocab_size rounded up to a multiple of 64 (50304)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self):
+        if self.padded_vocab_size == 0:
+            self.padded_vocab_size = pad_vocab(self.vocab_size)
+        assert self.padded_vocab_size >= self.vocab_size
+
+
+def pad_vocab(vocab_size, multiple=64):
+    return (vocab_size + multiple - 1) // multiple * multiple
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config, init_weights=True):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon),
+        ))
+        # Tied head: lm_head.weight is the token embedding, as in GPT-2.
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+        self.gradient_checkpointing = 0  # number of blocks (from the first) recomputed in backward; -1 = all
+        self.loss_chunk_size = 4096  # rows of logits alive at once in the loss
+        if init_weights:
+            self.apply(self._init_weights)
+            # GPT-2's scaled init of the residual projections
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            with torch.no_grad():  # padding rows are never a target and never an input
+                self.transformer.wte.weight[config.vocab_size:].zero_()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""
+        n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """Returns (logits, loss). With targets: logits None and the mean cross-entropy (ignore_index -1),
+        computed chunk by chunk so that fp32 logits for the whole batch never exist. Without: logits
+        (B, T, vocab_size) over the real vocabulary and loss None."""
+        B, T = idx.size()
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        n_ckpt = len(self.transformer.h) if self.gradient_checkpointing < 0 else self.gradient_checkpointing
+        for i, block in enumerate(self.transformer.h):
+            if self.training and i < n_ckpt and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.length += T
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x)[..., :self.config.vocab_size], None
+        loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1),
+                                     self.config.vocab_size, self.loss_chunk_size)
+        return None, loss
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. fine-tune GPT-2 at 256 tokens) by dropping position embeddings."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
+
+    def param_groups(self, weight_decay):
+        """AdamW groups: decay on 2-D weights (matmuls, embeddings), none on biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    # -------------------------------------------------------------------------
+    # weights from Hugging Face
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, device="cpu", dtype=torch.float32, block_size=None, dropout=None):
+        """GPT-2 weights by name (gpt2, gpt2-medium, gpt2-large, gpt2-xl; through transformers' cache) or
+        from a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin).
+        Tensors are read one by one straight into a model built on `device` in `dtype`."""
+        hf_config, weights_path = resolve_pretrained(name_or_dir)
+        config = GPTConfig(block_size=hf_config["n_positions"], vocab_size=hf_config["vocab_size"],
+                           n_layer=hf_config["n_layer"],
+                           n_head=hf_config["n_head"], n_embd=hf_config["n_embd"],
+                           layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-5),
+                           dropout=0.0 if dropout is None else dropout)
+        with torch.device(device):
+            model = cls(config, init_weights=False)
+        model.to(dtype)
+        load_hf_state_dict(model, iter_hf_tensors(weights_path))
+        if block_size is not None and block_size < config.block_size:
+            model.crop_block_size(block_size)
+        return model
+
+    def hf_state_dict(self):
+        """The weights under Hugging Face GPT2LMHeadModel names and layouts (Conv1D = transposed Linear)."""
+        out = {}
+        V = self.config.vocab_size
+        for name, tensor in self.state_dict().items():
+            if name == "lm_head.weight":
+                continue  # tied to wte; transformers re-ties it on load
+            hf_name = "transformer." + name.removeprefix("transformer.")
+            if name == "transformer.wte.weight":
+                tensor = tensor[:V]
+            elif any(name.endswith(w) for w in HF_CONV1D_WEIGHTS):
+                tensor = tensor.t()
+            out[hf_name] = tensor.contiguous()
+        return out
+
+    def hf_config(self):
+        c = self.config
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+                "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
+                "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",
+                "layer_norm_epsilon": c.layer_norm_epsilon, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+                "attn_pdrop": c.dropout, "initializer_range": 0.02, "bos_token_id": 50256, "eos_token_id": 50256,
+                "tie_word_embeddings": True, "scale_attn_weights": True, "use_cache": True}
+
+    # -------------------------------------------------------------------------
+    # sampling
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                 generator=None):
+        """Continue each row of idx (B, T) by max_new_tokens. temperature 0 is greedy. With use_cache, keys
+        and values are kept, so each new token costs one position; once the context is full, the window
+        slides and the model recomputes it, exactly as without the cache."""
+        was_training = self.training
+        self.eval()
+        cache = None
+        for _ in range(max_new_tokens):
+            if idx.size(1) >= self.config.block_size or not use_cache:
+                cache = None
+                logits, _ = self(idx[:, -self.config.block_size:])
+            elif cache is None:
+                dtype = next(self.parameters()).dtype
+                cache = KVCache(self.config, idx.size(0), idx.device, dtype)
+                logits, _ = self(idx, kv_cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], kv_cache=cache)
+            next_id = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, next_id), dim=1)
+        self.train(was_training)
+        return idx
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token id per row from logits (B, V): greedy at temperature 0, else top-k, then nucleus (top-p)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token when the ones ranked above it already cover top_p; the first always stays
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# -----------------------------------------------------------------------------
+# the loss head: linear + cross-entropy in chunks
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (h @ W.T)[:, :vocab_size] against targets, never holding more than `chunk`
+    rows of logits. Logits are formed in fp32 from the half-precision matmul, the padding columns masked
+    out. The gradients are computed in the same pass (softmax - one-hot is all that backward needs) and
+    multiplied by the incoming gradient in backward, so fp16 loss scaling applies to them as usual."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, vocab_size, chunk):
+        valid = targets != -1
+        n_valid = valid.sum().clamp(min=1)
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        loss_sum = torch.zeros((), device=h.device, dtype=torch.float32)
+        grad_h = torch.empty_like(h) if need_grad else None
+        grad_w = torch.zeros(weight.shape, device=h.device, dtype=torch.float32) if need_grad else None
+        for start in range(0, h.size(0), chunk):
+            h_c, t_c, v_c = h[start:start + chunk], targets[start:start + chunk], valid[start:start + chunk]
+            logits = (h_c @ weight.t()).float()
+            logits[:, vocab_size:] = float("-inf")
+            lse = torch.logsumexp(logits, dim=-1)
+            t_safe = t_c.clamp(min=0)
+            loss_sum += ((lse - logits.gather(1, t_safe[:, None]).squeeze(1)) * v_c).sum()
+            if need_grad:
+                # d(sum of losses)/d(logits) = softmax - one-hot, zero on ignored rows: magnitudes <= 1
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(probs.size(0), device=h.device), t_safe] -= 1.0
+                probs = (probs * v_c[:, None]).to(h.dtype)
+                grad_h[start:start + chunk] = probs @ weight
+                if h.dtype == torch.float32:
+                    grad_w.addmm_(probs.t(), h_c)
+                else:
+                    grad_w.add_(probs.t() @ h_c)
+        if need_grad:
+            ctx.save_for_backward(grad_h, grad_w, n_valid)
+            ctx.weight_dtype = weight.dtype
+        return loss_sum / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w, n_valid = ctx.saved_tensors
+        scale = grad_loss / n_valid  # fp32: loss scale / accumulation / tokens can be tiny
+        return (grad_h.float() * scale).to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+
+
+def chunked_cross_entropy(h, weight, targets, vocab_size, chunk=4096):
+    return ChunkedLinearCrossEntropy.apply(h, weight, targets, vocab_size, chunk)
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face weight interop
+
+HF_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+HF_IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older transformers checkpoints
+
+
+class PretrainedNotFound(RuntimeError):
+    pass
+
+
+def resolve_pretrained(name_or_dir):
+    """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory."""
+    if os.path.isdir(name_or_dir):
+        config_path = os.path.join(name_or_dir, "config.json")
+        weights = [os.path.join(name_or_dir, f) for f in ("model.safetensors", "pytorch_model.bin")]
+        weights = [w for w in weights if os.path.isfile(w)]
+        if not os.path.isfile(config_path) or not weights:
+            raise PretrainedNotFound(f"{name_or_dir} is not a Hugging Face GPT-2 directory: it needs config.json "
+                                     "and model.safetensors (or pytorch_model.bin); export one with export.py")
+        weights_path = weights[0]
+    elif name_or_dir in GPT2_SIZES:
+        from transformers.utils import cached_file
+        try:
+            config_path = cached_file(name_or_dir, "config.json")
+            weights_path = cached_file(name_or_dir, "model.safetensors")
+        except OSError as e:
+            raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache ({e}); "
+                                     "connect to the internet once, or give a local directory") from None
+    else:
+        raise PretrainedNotFound(f"unknown model {name_or_dir!r}: use one of {', '.join(GPT2_SIZES)}, "
+                                 "a local Hugging Face GPT-2 directory, 'scratch' or 'resume'")
+    with open(config_path) as f:
+        hf_config = json.load(f)
+    if hf_config.get("model_type", "gpt2") != "gpt2":
+        raise PretrainedNotFound(f"{name_or_dir} holds a {hf_config.get('model_type')} model, not GPT-2")
+    return hf_config, weights_path
+
+
+def iter_hf_tensors(weights_path):
+    """(name, tensor) pairs from a safetensors file (memory-mapped, one at a time) or a torch .bin."""
+    if weights_path.endswith(".safetensors"):
+        from safetensors import safe_open
+        with safe_open(weights_path, framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+    else:
+        yield from torch.load(weights_path, map_location="cpu", weights_only=True).items()
+
+
+@torch.no_grad()
+def load_hf_state_dict(model, named_tensors):
+    """Copy Hugging Face GPT2LMHeadModel tensors into `model`, asserting every name and shape."""
+    ours = model.state_dict()
+    V = model.config.vocab_size
+    missing = set(ours) - {"lm_head.weight"}  # tied to wte
+    for hf_name, tensor in named_tensors:
+        if hf_name.endswith(HF_IGNORED) or hf_name == "lm_head.weight":
+            continue
+        name = "transformer." + hf_name.removeprefix("transformer.")
+        if name not in ours:
+            raise ValueError(f"unexpected tensor {hf_name} in the checkpoint: not a GPT-2 parameter")
+        target = ours[name]
+        if any(name.endswith(w) for w in HF_CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if name == "transformer.wte.weight":
+            assert tensor.shape == (V, target.shape[1]), f"{hf_name}: {tuple(tensor.shape)} vs {(V, target.shape[1])}"
+            target[:V].copy_(tensor)
+            target[V:].zero_()
+        else:
+            assert tensor.shape == target.shape, f"{hf_name}: {tuple(tensor.shape)} vs {tuple(target.shape)}"
+            target.copy_(tensor)
+        missing.discard(name)
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} GPT-2 tensors, e.g. {sorted(missing)[:3]}")
+
+
+# -----------------------------------------------------------------------------
+# FLOPs and MFU
+
+
+def gpt2_param_count(config):
+    """N as GPT-2 counts it: real vocabulary rows, no position embedding."""
+    c, d = config, config.n_embd
+    per_block = 12 * d * d + (13 * d if c.bias else 2 * d)  # four matmuls (+ biases), two LayerNorms
+    return c.vocab_size * d + c.n_layer * per_block + (2 * d if c.bias else d)
+
+
+def flops_per_token(config, seq_len=None):
+    """Training FLOPs per token, 6N + 12·L·H·Q·T (PaLM appendix B). The padded vocabulary rows are
+    overhead, not useful work, so N counts the real vocabulary only."""
+    c = config
+    T = seq_len or c.block_size
+    return 6 * gpt2_param_count(c) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * T
+
+
+# Dense (no sparsity) tensor-core peaks in FLOP/s, half precision (fp16/bf16) and fp32 (TF32 where the
+# card has it). Matched against torch.cuda.get_device_name, most specific first.
+PEAK_FLOPS = [
+    ("H100 NVL", 835e12, 417e12), ("H100 PCIe", 756e12, 378e12), ("H100", 989.4e12, 494.7e12),
+    ("H200", 989.4e12, 494.7e12), ("H800", 989.4e12, 494.7e12), ("GH200", 989.4e12, 494.7e12),
+    ("B200", 2250e12, 1100e12), ("A100", 312e12, 156e12), ("A800", 312e12, 156e12),
+    ("L40S", 362e12, 183e12), ("L40", 181e12, 90.5e12), ("L4", 121e12, 60e12), ("A10G", 70e12, 35e12),
+    ("A10", 125e12, 62.5e12), ("A6000", 154.8e12, 77.4e12), ("RTX 4090", 165.2e12, 82.6e12),
+    ("RTX 3090", 71e12, 35.6e12), ("V100", 125e12, 15.7e12), ("T4", 65e12, 8.1e12),
+]
+
+
+def peak_flops(device_name, dtype):
+    """The card's dense peak for dtype in FLOP/s, or None for an unknown card or the CPU."""
+    for key, half, single in PEAK_FLOPS:
+        if key in device_name:
+            return single if dtype == torch.float32 else half
+    return None
