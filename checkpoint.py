@@ -1,0 +1,347 @@
+"""
+The checkpoint lifecycle around DeepSpeed's own save/load: crash-safe tags, `latest`, retention, per-rank
+state, consolidation to fp32 and conversion for another number of GPUs.
+
+Layout of out_dir:
+    latest                  the tag a resume continues from (iter_N or final; never best)
+    iter_<N>/ best/ final/  DeepSpeed checkpoints (mp_rank_00_model_states.pt, zero_pp_rank_*_optim_states.pt)
+        rank_<r>_state.pt   per rank: RNG states and sampler position (client_state is written by rank 0 only)
+        complete.json       written last, after every rank finished: files and sizes, iteration, world size
+    universal/<tag>/        a converted copy for resuming on another number of GPUs (the original is untouched)
+    zero_to_fp32.py         DeepSpeed's consolidation script, copied by DeepSpeed
+
+A save goes to `.tmp-<tag>/`, is marked complete, then renamed into place; only then does `latest` move.
+A kill at any moment leaves either the old tag or the new one, never a half-written tag behind `latest`.
+`best` (and `final` when it is the same state as iter_N) are hard links of the files just saved: no extra
+disk, and they survive retention deleting iter_N.
+"""
+import json
+import os
+import re
+import shutil
+import time
+
+import torch
+
+LATEST = "latest"
+COMPLETE = "complete.json"
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+UNIVERSAL_DIR = "universal"
+MODEL_STATES = "mp_rank_00_model_states.pt"
+ITER_TAG = re.compile(r"^iter_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says which file and what to do."""
+
+
+def rank_state_name(rank):
+    return f"rank_{rank:05d}_state.pt"
+
+
+def zero_shard_name(rank):
+    return f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+
+
+# -----------------------------------------------------------------------------
+# small file-system helpers
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_torch_save(obj, path):
+    tmp = f"{path}.part"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def install_dir(src, dst):
+    """Move a finished directory to dst, replacing an older one; a kill in between is undone by recover()."""
+    old = os.path.join(os.path.dirname(dst), OLD_PREFIX + os.path.basename(dst))
+    if os.path.exists(dst):
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dst, old)
+    os.rename(src, dst)
+    fsync_dir(os.path.dirname(dst))
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def link_tree(src, dst):
+    """Hard-link every file of src into a new dst (copy where the file system has no hard links)."""
+    os.makedirs(dst)
+    for root, _, files in os.walk(src):
+        target_root = os.path.join(dst, os.path.relpath(root, src))
+        os.makedirs(target_root, exist_ok=True)
+        for name in files:
+            try:
+                os.link(os.path.join(root, name), os.path.join(target_root, name))
+            except OSError:
+                shutil.copy2(os.path.join(root, name), os.path.join(target_root, name))
+
+
+def dir_bytes(path):
+    """Bytes on disk under path, hard-linked files counted once."""
+    seen, total = set(), 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+# -----------------------------------------------------------------------------
+# reading the state of out_dir
+
+
+def recover(out_dir):
+    """Undo what a kill during a save left behind: unfinished .tmp- tags go, a tag caught mid-swap returns."""
+    if not os.path.isdir(out_dir):
+        return []
+    notes = []
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if name.startswith(TMP_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
+            notes.append(f"removed unfinished checkpoint {name}")
+        elif name.startswith(OLD_PREFIX):
+            live = os.path.join(out_dir, name[len(OLD_PREFIX):])
+            if os.path.exists(live):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.rename(path, live)
+                notes.append(f"restored {name[len(OLD_PREFIX):]} from an interrupted replacement")
+    return notes
+
+
+def read_marker(tag_dir):
+    try:
+        with open(os.path.join(tag_dir, COMPLETE)) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def complete_tags(out_dir):
+    """Complete iter_* tags, oldest first."""
+    tags = []
+    for name in os.listdir(out_dir) if os.path.isdir(out_dir) else []:
+        m = ITER_TAG.match(name)
+        if m and read_marker(os.path.join(out_dir, name)) is not None:
+            tags.append((int(m.group(1)), name))
+    return [name for _, name in sorted(tags)]
+
+
+def read_latest(out_dir):
+    try:
+        with open(os.path.join(out_dir, LATEST)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def verify(tag_dir):
+    """The completion marker, after checking that every file it lists is there at its recorded size."""
+    marker = read_marker(tag_dir)
+    if marker is None:
+        raise CheckpointError(f"checkpoint {tag_dir} is incomplete (no {COMPLETE}); it was interrupted while "
+                              "saving: resume from another tag with --resume_tag=iter_N")
+    for name, size in marker["files"].items():
+        path = os.path.join(tag_dir, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint file {path} is missing; restore it or resume from another tag "
+                                  "with --resume_tag=iter_N")
+        if os.path.getsize(path) != size:
+            raise CheckpointError(f"checkpoint file {path} is truncated or corrupted ({os.path.getsize(path):,} "
+                                  f"bytes, {size:,} when saved); resume from another tag with --resume_tag=iter_N")
+    return marker
+
+
+def resolve_resume(out_dir, tag=None):
+    """(tag, marker) to resume from: the named tag, else `latest`, else the newest complete iter_* tag."""
+    if tag:
+        return tag, verify(os.path.join(out_dir, tag))
+    tag = read_latest(out_dir)
+    if tag is not None:
+        return tag, verify(os.path.join(out_dir, tag))
+    tags = complete_tags(out_dir)
+    if not tags:
+        raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
+                              "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")
+    return tags[-1], verify(os.path.join(out_dir, tags[-1]))
+
+
+def load_rank_state(tag_dir, rank):
+    path = os.path.join(tag_dir, rank_state_name(rank))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {path} could not be read ({type(e).__name__}: {e}); resume from "
+                              "another tag with --resume_tag=iter_N") from None
+
+
+# -----------------------------------------------------------------------------
+# saving
+
+
+def expected_files(world_size, zero_stage):
+    names = [MODEL_STATES] + [rank_state_name(r) for r in range(world_size)]
+    if zero_stage > 0:
+        if zero_stage == 3:
+            names = [n for n in names if n != MODEL_STATES]
+            names += [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world_size)]
+        names += [zero_shard_name(r) for r in range(world_size)]
+    return names
+
+
+def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update_latest=True, keep_last_n=0,
+         fault=None):
+    """Save on every rank (DeepSpeed hangs otherwise). Returns (seconds, bytes of this tag, bytes of out_dir,
+    removed tags) on rank 0 and None elsewhere."""
+    import deepspeed.comm as dist
+    t0 = time.time()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tmp_tag = TMP_PREFIX + tag
+    tmp_dir = os.path.join(out_dir, tmp_tag)
+    if rank == 0:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    dist.barrier()
+    engine.save_checkpoint(out_dir, tag=tmp_tag, client_state=client_state, save_latest=False)
+    if fault is not None:
+        fault("save", rank)  # tests kill a rank here, between DeepSpeed's files and the per-rank state
+    atomic_torch_save(rank_state, os.path.join(tmp_dir, rank_state_name(rank)))
+    dist.barrier()
+    result = None
+    if rank == 0:
+        present = {name: os.path.getsize(os.path.join(tmp_dir, name)) for name in os.listdir(tmp_dir)
+                   if os.path.isfile(os.path.join(tmp_dir, name))}
+        missing = [n for n in expected_files(world, marker["zero_stage"]) if n not in present]
+        if missing:
+            raise CheckpointError(f"checkpoint {tmp_dir} lacks {missing} after every rank saved; is out_dir on a "
+                                  "file system that every node shares?")
+        atomic_write(os.path.join(tmp_dir, COMPLETE),
+                     json.dumps({**marker, "tag": tag, "files": present, "saved_at": time.time()}, indent=1))
+        tag_dir = os.path.join(out_dir, tag)
+        install_dir(tmp_dir, tag_dir)
+        for other in also:
+            link_tmp = os.path.join(out_dir, TMP_PREFIX + other)
+            shutil.rmtree(link_tmp, ignore_errors=True)
+            link_tree(tag_dir, link_tmp)
+            install_dir(link_tmp, os.path.join(out_dir, other))
+        if update_latest:
+            atomic_write(os.path.join(out_dir, LATEST), tag)
+        removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
+        result = (time.time() - t0, dir_bytes(tag_dir), dir_bytes(out_dir), removed)
+    dist.barrier()
+    return result
+
+
+def apply_retention(out_dir, keep_last_n, protect=None):
+    """Delete all but the keep_last_n newest iter_* tags (0 keeps all). best, final and `latest` stay."""
+    if keep_last_n <= 0:
+        return []
+    tags = complete_tags(out_dir)
+    doomed = [t for t in tags[:-keep_last_n] if t != protect]
+    for t in doomed:
+        shutil.rmtree(os.path.join(out_dir, t), ignore_errors=True)
+    return doomed
+
+
+# -----------------------------------------------------------------------------
+# consolidation and conversion
+
+
+def fp32_state_dict(out_dir, tag):
+    """Full fp32 weights (our parameter names) from a ZeRO checkpoint, through DeepSpeed's zero_to_fp32.
+    The shards are memory-mapped and each tensor materialised once, so memory stays near one fp32 copy."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    verify(os.path.join(out_dir, tag))
+    lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
+    state, done = {}, {}
+    for name, tensor in lazy.items():
+        if id(tensor) in done:  # tied weights (wte / lm_head) stay one tensor
+            state[name] = state[done[id(tensor)]]
+            continue
+        done[id(tensor)] = name
+        state[name] = tensor.contiguous().float()
+    return state
+
+
+def load_model(out_dir, tag, **config_overrides):
+    """A GPT (fp32, CPU) with the weights of out_dir/tag, and the tag's completion marker."""
+    from model import GPT, GPTConfig
+    marker = verify(os.path.join(out_dir, tag))
+    model = GPT(GPTConfig(**{**marker["model_config"], **config_overrides}), init_weights=False)
+    model.load_state_dict(fp32_state_dict(out_dir, tag))
+    return model, marker
+
+
+def split_checkpoint_path(path):
+    """(out_dir, tag) for 'out_dir' (its `latest`) or 'out_dir/tag'; (None, None) if it is neither."""
+    if not os.path.isdir(path):
+        return None, None
+    if os.path.isfile(os.path.join(path, COMPLETE)):
+        path = os.path.abspath(path)
+        return os.path.dirname(path), os.path.basename(path)
+    tag = read_latest(path)
+    return (path, tag) if tag is not None else (None, None)
+
+
+def universal_dir(out_dir, tag):
+    return os.path.join(out_dir, UNIVERSAL_DIR, tag)
+
+
+def convert_to_universal(out_dir, tag, log=print):
+    """DeepSpeed universal checkpoint of out_dir/tag, in out_dir/universal/<tag> (made once, reused).
+    The original tag is only read."""
+    from argparse import Namespace
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+    src = os.path.join(out_dir, tag)
+    dst = universal_dir(out_dir, tag)
+    if read_marker(dst) is not None:
+        log(f"using the universal checkpoint made earlier in {dst}")
+        return dst
+    tmp = dst + ".part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    t0 = time.time()
+    args = Namespace(input_folder=src, output_folder=tmp, num_extract_workers=1, num_merge_workers=1,
+                     keep_temp_folder=False, strict=True, inject_missing_state=False)
+    try:
+        ds_to_universal(args)
+    except (AssertionError, FileNotFoundError, KeyError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: {e}); "
+                              "resume on the GPU count it was saved with") from None
+    marker = read_marker(src)
+    for name in os.listdir(src):  # our own per-run files ride along
+        if name.startswith("rank_") or name == COMPLETE:
+            shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
+    with open(os.path.join(tmp, COMPLETE), "w") as f:
+        json.dump({**marker, "converted_from": src, "conversion_seconds": time.time() - t0}, f, indent=1)
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    os.rename(tmp, dst)
+    with open(os.path.join(os.path.dirname(dst), LATEST + "_universal"), "w") as f:
+        f.write(tag)
+    log(f"converted {src} ({marker['world_size']} ranks) to a universal checkpoint in {dst} "
+        f"in {time.time() - t0:.1f}s")
+    return dst

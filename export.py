@@ -1,0 +1,71 @@
+"""
+Export a training checkpoint for use outside DeepSpeed.
+
+    python export.py out-shakespeare-xl                       # the tag `latest` names -> out-shakespeare-xl/export/<tag>-hf
+    python export.py out-shakespeare-xl/best --hf my-model    # a Hugging Face GPT-2 directory
+    python export.py out-shakespeare-xl --tag iter_100 --pt model.pt   # a plain fp32 state dict for model.py
+
+The Hugging Face directory (config.json, model.safetensors, vocab.json/merges.txt where available) loads with
+transformers.GPT2LMHeadModel.from_pretrained and gives the trained model's logits. The .pt file holds
+{"model_config": ..., "state_dict": ...}: GPT(GPTConfig(**model_config)).load_state_dict(state_dict).
+Weights come from DeepSpeed's zero_to_fp32 (the fp32 master copy), shards memory-mapped, so memory stays near
+one fp32 copy of the model (GPT-2 XL: ~6.2 GB).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+import checkpoint as ckpt
+
+
+def export_hf(model, out_dir):
+    from safetensors.torch import save_file
+    from tokenizer import save_hf_tokenizer_files
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(model.hf_config(), f, indent=2)
+    save_file(model.hf_state_dict(), os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    if save_hf_tokenizer_files(out_dir):
+        with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+            json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
+                       "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, f)
+        return True
+    return False
+
+
+def export_pt(model, path):
+    torch.save({"model_config": vars(model.config).copy(), "state_dict": model.state_dict()}, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a run's out_dir (uses `latest`) or out_dir/<tag>")
+    parser.add_argument("--tag", help="tag inside out_dir (iter_N, best, final); default: `latest`")
+    parser.add_argument("--hf", help="write a Hugging Face GPT-2 directory here")
+    parser.add_argument("--pt", help="write a plain fp32 state dict file for model.py here")
+    args = parser.parse_args(argv)
+    out_dir, tag = ckpt.split_checkpoint_path(args.checkpoint)
+    if out_dir is None:
+        sys.exit(f"error: {args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a "
+                 "run's out_dir or out_dir/<tag>")
+    tag = args.tag or tag
+    try:
+        model, marker = ckpt.load_model(out_dir, tag)
+    except ckpt.CheckpointError as e:
+        sys.exit(f"error: {e}")
+    if not args.hf and not args.pt:
+        args.hf = os.path.join(out_dir, "export", f"{tag}-hf")
+    if args.hf:
+        tokenizer = export_hf(model, args.hf)
+        print(f"wrote {args.hf} (Hugging Face GPT-2, iteration {marker['iteration']}"
+              f"{', with tokenizer files' if tokenizer else '; tokenizer files unavailable offline'})")
+    if args.pt:
+        export_pt(model, args.pt)
+        print(f"wrote {args.pt} (fp32 state dict, iteration {marker['iteration']})")
+
+
+if __name__ == "__main__":
+    main()

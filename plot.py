@@ -1,0 +1,82 @@
+"""
+Loss and learning-rate curves of a run, from DeepSpeed's CSV monitor files in out_dir/logs/csv.
+
+    python plot.py out-shakespeare-xl          # writes out-shakespeare-xl/loss.png (running or finished run)
+
+train_deepspeed.py calls this at the end of a run when csv_log and plot are on.
+"""
+import csv
+import os
+import sys
+
+
+def read_series(csv_dir, name):
+    """{step: value} from one DeepSpeed CSV monitor file; later rows win (a resumed run logs again)."""
+    path = os.path.join(csv_dir, f"{name}.csv")
+    series = {}
+    if not os.path.isfile(path):
+        return series
+    with open(path) as f:
+        for row in csv.reader(f):
+            if len(row) == 2 and row[0] != "step":  # a resumed run repeats the header
+                series[int(float(row[0]))] = float(row[1])
+    return dict(sorted(series.items()))
+
+
+def plot_run(out_dir, path=None):
+    """Write the PNG and return its path, or None when the run has logged nothing yet."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    csv_dir = os.path.join(out_dir, "logs", "csv")
+    train = read_series(csv_dir, "Train_loss")
+    lr = read_series(csv_dir, "Train_lr")
+    tokens = read_series(csv_dir, "Train_tokens_seen")
+    evals = {name: read_series(csv_dir, f"Eval_{name}_loss") for name in ("train", "val")}
+    if not train and not evals["val"]:
+        return None
+
+    def tokens_at(step):  # tokens seen by the end of `step`; evals happen before their step's update
+        if step in tokens:
+            return tokens[step]
+        earlier = [s for s in tokens if s <= step]
+        return tokens[earlier[-1]] if earlier else 0
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, use_tokens in ((axes[0], False), (axes[1], True)):
+        def xs(steps):
+            return [tokens_at(s) / 1e6 for s in steps] if use_tokens else list(steps)
+        if train:
+            ax.plot(xs(train), list(train.values()), lw=0.8, alpha=0.6, label="train loss (iteration)")
+        for name, marker in (("train", "s"), ("val", "o")):
+            if evals[name]:
+                ax.plot(xs(evals[name]), list(evals[name].values()), marker=marker, label=f"{name} loss (eval)")
+        ax.set_xlabel("tokens seen (millions)" if use_tokens else "iteration")
+        ax.set_ylabel("cross-entropy loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_title("loss against iterations")
+    axes[1].set_title("loss against tokens seen")
+    if lr:
+        axes[2].plot(list(lr), list(lr.values()), color="tab:green")
+    axes[2].set_xlabel("iteration")
+    axes[2].set_ylabel("learning rate")
+    axes[2].set_title("learning rate")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    axes[2].grid(alpha=0.3)
+    fig.suptitle(os.path.basename(os.path.abspath(out_dir)))
+    fig.tight_layout()
+    path = path or os.path.join(out_dir, "loss.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        sys.exit("usage: python plot.py OUT_DIR")
+    written = plot_run(sys.argv[1])
+    if written is None:
+        sys.exit(f"error: {sys.argv[1]}/logs/csv holds no metrics yet; run with csv_log=True")
+    print(written)

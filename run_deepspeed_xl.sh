@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Fine-tune GPT-2 XL with DeepSpeed ZeRO-2 on every visible GPU of this machine, or on several machines.
+#
+#   ./run_deepspeed_xl.sh                                   # config/finetune_shakespeare_xl.py, all GPUs
+#   ./run_deepspeed_xl.sh config/my_run.py --max_iters=500  # another config; --key=value pass through
+#   NUM_GPUS=2 ./run_deepspeed_xl.sh                        # the first 2 GPUs
+#   CUDA_VISIBLE_DEVICES=2,3 ./run_deepspeed_xl.sh          # these GPUs
+#   HOSTFILE=hostfile ./run_deepspeed_xl.sh                 # several machines (DeepSpeed hostfile, shared out_dir)
+#   SHAKESPEARE_INPUT=/path/input.txt ./run_deepspeed_xl.sh # offline: prepare Tiny Shakespeare from a local copy
+#
+# SIGTERM and SIGINT (Ctrl-C) are forwarded to the training processes, which finish the current step, save a
+# checkpoint and exit with status 75; continue with --init_from=resume. The script exits with the trainer's status.
+set -uo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+die() { echo "error: $*" >&2; exit 2; }
+command -v deepspeed >/dev/null 2>&1 || die "deepspeed is not installed; run: pip install -r requirements.txt"
+
+CONFIG=config/finetune_shakespeare_xl.py
+if [[ $# -gt 0 && $1 != --* ]]; then CONFIG=$1; shift; fi
+[[ -f $CONFIG ]] || die "config file $CONFIG not found"
+
+# The trainer resolves its own settings, so this script and the run can never disagree.
+settings=$("$PYTHON" - "$CONFIG" "$@" <<'EOF'
+import sys, train_deepspeed as t
+try:
+    c = t.parse_config(sys.argv[1:])
+except t.InputError as e:
+    sys.exit(f"error: {e}")
+print(c["dataset"], c["init_from"], c["batch_size"], c["gradient_accumulation_steps"], c["target_batch_size"],
+      c["block_size"], c["dtype"], c["deepspeed_config"])
+EOF
+) || exit 2
+read -r DATASET INIT_FROM MB GA TARGET BLOCK DTYPE DSCONFIG <<<"$settings"
+[[ -f $DSCONFIG ]] || die "deepspeed_config $DSCONFIG not found"
+
+if [[ $DATASET == shakespeare && ! -f data/shakespeare/train.bin ]]; then
+    echo "preparing Tiny Shakespeare (data/shakespeare/prepare.py)"
+    "$PYTHON" data/shakespeare/prepare.py ${SHAKESPEARE_INPUT:+--input "$SHAKESPEARE_INPUT"} || exit 2
+fi
+
+launcher=(deepspeed)
+if [[ -n ${HOSTFILE:-} ]]; then
+    [[ -f $HOSTFILE ]] || die "hostfile $HOSTFILE not found"
+    launcher+=(--hostfile="$HOSTFILE")
+    where="the machines in $HOSTFILE"
+    GPUS=$(awk '/slots=/{split($2, a, "="); n += a[2]} END {print n}' "$HOSTFILE")
+else
+    visible=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+    [[ $visible -gt 0 ]] || die "no GPU is visible; for a CPU smoke run use: deepspeed --num_gpus=2 train_deepspeed.py config/cpu_tiny.py"
+    GPUS=${NUM_GPUS:-$visible}
+    [[ $GPUS -le $visible ]] || die "NUM_GPUS=$GPUS but only $visible GPUs are visible"
+    if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
+        # the deepspeed launcher rewrites CUDA_VISIBLE_DEVICES itself; --include keeps the chosen cards
+        ids=$(echo "$CUDA_VISIBLE_DEVICES" | cut -d, -f1-"$GPUS")
+        launcher+=(--include="localhost:$ids")
+        unset CUDA_VISIBLE_DEVICES
+        where="GPUs $ids"
+    else
+        launcher+=(--num_gpus="$GPUS")
+        where="$GPUS GPUs"
+    fi
+fi
+if [[ $TARGET -gt 0 ]]; then GA=$((TARGET / (MB * GPUS))); fi
+echo "model $INIT_FROM on $where, $DTYPE: $MB x $GA x $GPUS GPUs x $BLOCK = $((MB * GA * GPUS * BLOCK)) tokens per iteration"
+
+# setsid: Ctrl-C reaches only this script, which asks the trainers to save; the launcher would kill them.
+setsid "${launcher[@]}" train_deepspeed.py "$CONFIG" "$@" &
+launcher_pid=$!
+
+descendants() {
+    local pid
+    for pid in $(pgrep -P "$1"); do echo "$pid"; descendants "$pid"; done
+}
+forward() {
+    echo "run_deepspeed_xl.sh: forwarding SIG$1 to the training processes (they save, then exit)" >&2
+    for pid in $(descendants "$launcher_pid"); do
+        if grep -qa train_deepspeed.py "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null; fi
+    done
+}
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+
+status=0
+while true; do
+    wait "$launcher_pid"
+    status=$?
+    kill -0 "$launcher_pid" 2>/dev/null || break  # wait was only interrupted by a forwarded signal
+done
+exit "$status"

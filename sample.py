@@ -1,0 +1,74 @@
+"""
+Generate text from a trained model.
+
+    python sample.py --init_from=out-shakespeare-xl                      # the checkpoint `latest` names
+    python sample.py --init_from=out-shakespeare-xl/best --start="ROMEO:" --num_samples=3
+    python sample.py --init_from=out-shakespeare-xl/export/final-hf      # an exported Hugging Face directory
+    python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt --device=cuda
+
+Settings are the globals below, overridden by --key=value (as in train_deepspeed.py). Uses the KV cache.
+"""
+import sys
+
+import torch
+
+# -----------------------------------------------------------------------------
+init_from = "out-shakespeare-xl"  # a run's out_dir or out_dir/<tag>, a Hugging Face GPT-2 directory, or a GPT-2 name
+start = "\n"  # the prompt, or FILE:path to read it from a file
+num_samples = 3
+max_new_tokens = 200
+temperature = 0.8  # 0 = greedy
+top_k = 200  # 0 = off
+top_p = 1.0  # nucleus sampling; 1.0 = off
+seed = 1337
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+use_cache = True
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+
+
+def load(init_from):
+    """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory or a GPT-2 name."""
+    import checkpoint as ckpt
+    from model import GPT
+    out_dir, tag = ckpt.split_checkpoint_path(init_from)
+    if out_dir is not None:
+        return ckpt.load_model(out_dir, tag)[0]
+    return GPT.from_pretrained(init_from)
+
+
+def prompt_ids(start, enc):
+    if start.startswith("FILE:"):
+        with open(start[5:], encoding="utf-8") as f:
+            start = f.read()
+    return enc.encode(start, allowed_special={"<|endoftext|>"})
+
+
+def main(argv):
+    from train_deepspeed import InputError, parse_config
+    from model import PretrainedNotFound
+    from checkpoint import CheckpointError
+    from tokenizer import gpt2_encoding
+    try:
+        C = parse_config(argv, DEFAULTS)
+        model = load(C["init_from"])
+        ids = prompt_ids(C["start"], gpt2_encoding())
+    except (InputError, PretrainedNotFound, CheckpointError, OSError) as e:
+        sys.exit(f"error: {e}")
+    if not ids:
+        sys.exit("error: the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[C["dtype"]]
+    model.to(device=C["device"], dtype=ptdtype).eval()
+    enc = gpt2_encoding()
+    x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long, device=C["device"])
+    generator = torch.Generator(device=C["device"]).manual_seed(C["seed"])
+    for _ in range(C["num_samples"]):
+        y = model.generate(x, C["max_new_tokens"], temperature=C["temperature"], top_k=C["top_k"] or None,
+                           top_p=C["top_p"], use_cache=C["use_cache"], generator=generator)
+        print(enc.decode(y[0].tolist()))
+        print("---------------")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

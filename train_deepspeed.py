@@ -1,0 +1,842 @@
+"""
+Fine-tune GPT-2 (up to GPT-2 XL, 1.5B parameters) with DeepSpeed ZeRO-2 on every GPU of one or more machines.
+
+    deepspeed --num_gpus=4 train_deepspeed.py                                    # the defaults below
+    deepspeed --num_gpus=4 train_deepspeed.py config/finetune_shakespeare_xl.py --max_iters=200
+    deepspeed --num_gpus=2 train_deepspeed.py config/cpu_tiny.py                 # CPU smoke run
+
+Settings are the globals below; a config file (plain Python assignments) and then --key=value override them.
+One iteration is one optimizer step: batch_size x gradient_accumulation_steps x GPUs sequences.
+"""
+import ast
+import builtins
+import difflib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+# -----------------------------------------------------------------------------
+# settings: fine-tune GPT-2 XL on Tiny Shakespeare, 16 x 2 x 4 GPUs = 128 sequences (131,072 tokens) per iteration
+# I/O
+out_dir = "out-shakespeare-xl"
+init_from = "gpt2-xl"  # 'scratch', 'resume', gpt2[-medium|-large|-xl], a Hugging Face dir, or a checkpoint dir[/tag]
+resume_tag = ""  # with init_from='resume': this tag instead of the one `latest` names
+eval_interval = 25  # iterations between evaluations (and checkpoints)
+eval_iters = -1  # fixed windows of block_size tokens evaluated per split, spread evenly; -1 = the whole split
+log_interval = 1
+always_save_checkpoint = False  # save iter_N at every eval, not only when val loss improves
+keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
+max_runtime = 0.0  # hours; when reached, save and exit like on SIGTERM (0 = no limit)
+patience = 0  # stop after this many evals without val improvement (0 = never)
+# data
+dataset = "shakespeare"  # a folder under data/ or a path; several with weights: 'shakespeare:0.3,mydata:0.7'
+block_size = 1024
+batch_size = 16  # micro-batch per GPU
+gradient_accumulation_steps = 2
+target_batch_size = 0  # sequences per iteration; if set, gradient_accumulation_steps is derived from it
+# model (n_layer/n_head/n_embd/bias apply to init_from='scratch')
+n_layer = 12
+n_head = 12
+n_embd = 768
+bias = True
+dropout = 0.0
+gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
+compile = False  # torch.compile each transformer block
+# optimizer: AdamW
+learning_rate = 3e-5
+max_iters = 20
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # 0 disables
+# learning-rate schedule: 'constant', 'cosine' or 'linear', after warmup_iters of linear warmup
+lr_schedule = "constant"
+warmup_iters = 0
+lr_decay_iters = 0  # 0 = max_iters
+min_lr = 3e-6
+# precision and DeepSpeed
+dtype = "float16"  # 'float16' (dynamic loss scaling), 'bfloat16' or 'float32'
+deepspeed_config = "ds_config_zero2.json"
+max_consecutive_nonfinite = 3  # stop after this many iterations in a row with a NaN/inf loss
+dist_timeout_minutes = 10  # a collective that waits longer than this fails instead of hanging
+max_gpu_memory_gb = 0.0  # cap this process's GPU memory (to rehearse smaller cards); 0 = no cap
+seed = 1337
+# logging
+tensorboard_log = False
+wandb_log = False
+wandb_project = "gpt2-deepspeed"
+wandb_run_name = ""
+csv_log = True  # DeepSpeed's CSV monitor under out_dir/logs; the loss plot reads it
+plot = True  # write out_dir/loss.png at the end of the run
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; run again with init_from='resume'
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+class InputError(Exception):
+    """Bad input: reported in one line, exit code 2, nothing saved."""
+
+
+# -----------------------------------------------------------------------------
+# configuration
+
+
+def parse_config(argv, defaults=DEFAULTS):
+    """Defaults, then config files (bare arguments, executed as Python), then --key=value, in order.
+    Unknown keys and values of another type are errors naming the key."""
+    cfg = dict(defaults)
+    for arg in argv:
+        if arg.startswith("--local_rank"):  # added by the deepspeed launcher; LOCAL_RANK says the same
+            continue
+        if not arg.startswith("--"):
+            if not os.path.isfile(arg):
+                raise InputError(f"config file {arg} not found; give the path of a .py file of settings, or --key=value")
+            scope = {}
+            try:
+                with open(arg) as f:
+                    exec(builtins.compile(f.read(), arg, "exec"), scope)
+            except Exception as e:
+                raise InputError(f"config file {arg} failed to run: {type(e).__name__}: {e}") from None
+            for key, value in scope.items():
+                if not key.startswith("_") and isinstance(value, (bool, int, float, str)):
+                    cfg[key] = check_setting(key, value, defaults, arg)
+            continue
+        key, sep, raw = arg[2:].partition("=")
+        if not sep:
+            raise InputError(f"{arg} has no value; write --{key}=VALUE")
+        if key in defaults and isinstance(defaults[key], str):
+            value = raw  # strings need no quotes on the command line
+        else:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
+        cfg[key] = check_setting(key, value, defaults, "the command line")
+    return cfg
+
+
+def check_setting(key, value, defaults, source):
+    if key not in defaults:
+        close = difflib.get_close_matches(key, defaults, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else "; the settings are the globals of train_deepspeed.py"
+        raise InputError(f"unknown setting {key!r} in {source}{hint}")
+    expected = type(defaults[key])
+    if expected is float and type(value) is int:
+        value = float(value)
+    if type(value) is not expected:
+        raise InputError(f"setting {key} must be {expected.__name__}, got {value!r} ({type(value).__name__}) "
+                         f"in {source}")
+    return value
+
+
+def derive_batch(cfg, world_size):
+    """(micro-batch, accumulation steps, sequences per iteration), checked against target_batch_size."""
+    mb, ga = cfg["batch_size"], cfg["gradient_accumulation_steps"]
+    if mb < 1 or ga < 1:
+        raise InputError(f"batch_size ({mb}) and gradient_accumulation_steps ({ga}) must be at least 1")
+    target = cfg["target_batch_size"]
+    if target > 0:
+        if target % (mb * world_size):
+            raise InputError(f"target_batch_size {target} is not a multiple of batch_size {mb} x {world_size} GPUs "
+                             f"= {mb * world_size}; change target_batch_size or batch_size")
+        ga = target // (mb * world_size)
+    return mb, ga, mb * ga * world_size
+
+
+def fill_ds_config(ds, cfg, mb, ga, world_size, out_dir):
+    """Complete the DeepSpeed JSON from the script's settings, which are the one source of truth: fields
+    given as "auto" or left out are filled; a number that disagrees is an error."""
+    wanted = {"train_micro_batch_size_per_gpu": mb, "gradient_accumulation_steps": ga,
+              "train_batch_size": mb * ga * world_size, "gradient_clipping": cfg["grad_clip"]}
+    for key, value in wanted.items():
+        given = ds.get(key, "auto")
+        if given != "auto" and given != value:
+            raise InputError(f"{cfg['deepspeed_config']} sets {key}={given} but the script's settings give {value}; "
+                             f"set it to \"auto\" in the JSON (the script fills it) or change the script's setting")
+        ds[key] = value
+    for section in ("optimizer", "scheduler"):
+        if section in ds:
+            raise InputError(f"{cfg['deepspeed_config']} has an {section!r} section; remove it: the script builds "
+                             "AdamW and the LR schedule from learning_rate, weight_decay, lr_schedule, ...")
+    precision = cfg["dtype"]
+    for key, name in (("fp16", "float16"), ("bf16", "bfloat16")):
+        section = ds.setdefault(key, {})
+        enabled = section.get("enabled", "auto")
+        if enabled not in ("auto", precision == name):
+            raise InputError(f"{cfg['deepspeed_config']} sets {key}.enabled={enabled} but dtype={precision!r}; "
+                             "set it to \"auto\" and choose the precision with --dtype")
+        section["enabled"] = precision == name
+    if precision == "bfloat16":
+        ds["bf16"].setdefault("check_grad_overflow", True)  # a NaN step is skipped, never applied
+    ds.setdefault("steps_per_print", 10 ** 9)  # our log line replaces DeepSpeed's
+    logs = os.path.join(out_dir, "logs")
+    ds["tensorboard"] = {"enabled": cfg["tensorboard_log"], "output_path": logs, "job_name": "tensorboard"}
+    ds["csv_monitor"] = {"enabled": cfg["csv_log"], "output_path": logs, "job_name": "csv"}
+    ds["wandb"] = {"enabled": cfg["wandb_log"], "project": cfg["wandb_project"],
+                   **({"group": cfg["wandb_run_name"]} if cfg["wandb_run_name"] else {})}
+    return ds
+
+
+def load_ds_config(path):
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(REPO, path)):
+        path = os.path.join(REPO, path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"deepspeed_config {path} not found; pass --deepspeed_config=ds_config_zero2.json "
+                         "or the path of your JSON") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"deepspeed_config {path} is not valid JSON ({e}); fix the file") from None
+
+
+# -----------------------------------------------------------------------------
+# learning rate
+
+
+def get_lr(step, learning_rate, lr_schedule="constant", warmup_iters=0, lr_decay_iters=0, min_lr=0.0):
+    """LR for the optimizer step that follows `step` applied steps: linear warmup, then constant or a
+    cosine/linear decay to min_lr at lr_decay_iters (held there after)."""
+    if step < warmup_iters:
+        return learning_rate * (step + 1) / (warmup_iters + 1)
+    if lr_schedule == "constant" or lr_decay_iters <= warmup_iters:
+        return learning_rate
+    progress = min(1.0, (step - warmup_iters) / (lr_decay_iters - warmup_iters))
+    if lr_schedule == "cosine":
+        coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        coeff = 1.0 - progress
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+# -----------------------------------------------------------------------------
+# data: memmapped uint16 bins, batches that are pure functions of (seed, rank, iteration, micro-step)
+
+
+def parse_datasets(spec):
+    """'a' -> [('a', 1.0)]; 'a:0.3,b:0.7' -> [('a', 0.3), ('b', 0.7)] (weights normalised)."""
+    parts = []
+    for item in spec.split(","):
+        name, _, weight = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "1")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise InputError(f"dataset weight {weight!r} in {spec!r} is not a number; write name:0.3,other:0.7") from None
+        if not name or w <= 0:
+            raise InputError(f"dataset entry {item!r} in {spec!r} needs a name and a positive weight")
+        parts.append((name, w))
+    total = sum(w for _, w in parts)
+    return [(n, w / total) for n, w in parts]
+
+
+def dataset_dir(name):
+    return name if os.path.isdir(name) else os.path.join(REPO, "data", name)
+
+
+def load_split(name, split, block_size, vocab_size):
+    """The memmapped token bin of one split, checked so that training cannot fail on it later."""
+    folder = dataset_dir(name)
+    path = os.path.join(folder, f"{split}.bin")
+    if not os.path.isdir(folder):
+        raise InputError(f"dataset {name!r} not found ({folder} does not exist); prepare it with "
+                         f"`python data/shakespeare/prepare.py` or `python data/prepare.py --name {name} --input ...`")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} is missing; prepare the dataset again (data/prepare.py writes train.bin and val.bin)")
+    size = os.path.getsize(path)
+    if size % 2:
+        raise InputError(f"{path} has {size} bytes, not a multiple of 2: it is not a uint16 token file (truncated "
+                         "or another dtype); prepare the dataset again")
+    if size == 0:
+        raise InputError(f"the {split} split {path} is empty; prepare the dataset with more text or a larger "
+                         "--val_fraction")
+    data = np.memmap(path, dtype=np.uint16, mode="r")
+    if len(data) < block_size + 1:
+        raise InputError(f"{path} has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}; use a smaller "
+                         "--block_size or more text")
+    top = int(data.max())
+    if top >= vocab_size:
+        raise InputError(f"{path} contains token id {top}, outside the model's vocabulary of {vocab_size}; prepare "
+                         "the data with the GPT-2 tokenizer (data/prepare.py)")
+    return data
+
+
+def batch_windows(n_tokens, block_size, batch_size, seed, rank, iteration, micro_step):
+    """Start offsets of one micro-batch's random windows: a pure function of its arguments."""
+    rng = np.random.default_rng([seed, rank, iteration, micro_step])
+    return rng.integers(0, n_tokens - block_size, size=batch_size)
+
+
+def get_batch(datasets, block_size, batch_size, seed, rank, iteration, micro_step):
+    """(x, y) int64 arrays of shape (batch_size, block_size) for one micro-step of one rank. `datasets` is
+    [(memmap, weight), ...]; with several, each sequence's dataset is drawn by weight from the same stream."""
+    rng = np.random.default_rng([seed, rank, iteration, micro_step])
+    if len(datasets) == 1:
+        choice = np.zeros(batch_size, dtype=np.int64)
+    else:
+        choice = rng.choice(len(datasets), size=batch_size, p=[w for _, w in datasets])
+    buf = np.empty((batch_size, block_size + 1), dtype=np.int64)
+    offsets = np.arange(block_size + 1)
+    for d, (data, _) in enumerate(datasets):
+        rows = np.flatnonzero(choice == d)
+        if rows.size:
+            starts = rng.integers(0, len(data) - block_size, size=rows.size)
+            buf[rows] = data[starts[:, None] + offsets]
+    return buf[:, :-1], buf[:, 1:]
+
+
+def eval_starts(n_tokens, block_size, n_windows=-1):
+    """Fixed window starts for evaluation: consecutive non-overlapping windows tiling the split (the last
+    aligned to its end), or n_windows of them spread evenly. Same windows at every eval and world size."""
+    tiles = (n_tokens - 1) // block_size
+    starts = np.arange(tiles) * block_size
+    if (n_tokens - 1) % block_size:
+        starts = np.append(starts, n_tokens - 1 - block_size)
+    if 0 < n_windows < len(starts):
+        starts = starts[np.linspace(0, len(starts) - 1, n_windows).round().astype(np.int64)]
+    return starts
+
+
+class Batches:
+    """Micro-batches on the device, the next one copied (pinned, non-blocking) while the current computes."""
+
+    def __init__(self, datasets, block_size, batch_size, seed, rank, device):
+        self.args = (datasets, block_size, batch_size, seed, rank)
+        self.device = device
+        self.pin = device.type == "cuda"
+        self.pending = {}
+
+    def _load(self, iteration, micro_step):
+        x, y = get_batch(*self.args, iteration, micro_step)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        if self.pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def get(self, iteration, micro_step, ga):
+        batch = self.pending.pop((iteration, micro_step), None) or self._load(iteration, micro_step)
+        nxt = (iteration, micro_step + 1) if micro_step + 1 < ga else (iteration + 1, 0)
+        self.pending = {nxt: self._load(*nxt)}
+        return batch
+
+
+# -----------------------------------------------------------------------------
+# helpers for a distributed run
+
+
+def print0(*args, **kwargs):
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def parse_faults(spec):
+    """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1':
+    KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
+    faults = {}
+    for item in filter(None, spec.split(",")):
+        kind, _, where = item.partition("@")
+        span, _, rank = where.partition(":")
+        first, _, last = span.partition("-")
+        faults.setdefault(kind, []).append((int(first), int(last or first), int(rank or 0)))
+    return faults
+
+
+def fault_at(faults, kind, iteration, rank):
+    return any(a <= iteration <= b and r == rank for a, b, r in faults.get(kind, ()))
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal
+    stops at once."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then saving a checkpoint "
+              "(send it again to stop without saving)", file=sys.stderr, flush=True)
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_everything(*parts):
+    seed = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def format_duration(seconds):
+    seconds = int(seconds)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(engine, data, starts, block_size, batch_size, rank, world_size, device):
+    """Mean loss over fixed windows, split across ranks; every rank runs the same number of forwards
+    (ZeRO-3 gathers parameters in forward) and the sums are all-reduced."""
+    import deepspeed.comm as dist
+    mine = starts[rank::world_size]
+    n_batches = math.ceil(len(starts) / (world_size * batch_size))
+    total = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, windows
+    offsets = np.arange(block_size + 1)
+    for b in range(n_batches):
+        chunk = mine[b * batch_size:(b + 1) * batch_size]
+        n = len(chunk)
+        if n == 0:
+            chunk = starts[:1]  # a dummy forward keeps the ranks in step; its loss is not counted
+        buf = torch.from_numpy(data[chunk[:, None] + offsets].astype(np.int64)).to(device)
+        _, loss = engine(buf[:, :-1], buf[:, 1:])
+        total[0] += loss.double() * n
+        total[1] += n
+    dist.all_reduce(total)
+    return (total[0] / total[1]).item()
+
+
+def evaluate_all(engine, splits, block_size, batch_size, rank, world_size, device):
+    """{'train': loss, 'val': loss} as weighted means over datasets, plus per-dataset entries when mixing."""
+    engine.eval()
+    out = {}
+    for split in ("train", "val"):
+        mean = 0.0
+        for name, (data, weight, starts) in splits[split].items():
+            loss = evaluate(engine, data, starts, block_size, batch_size, rank, world_size, device)
+            mean += weight * loss
+            if len(splits[split]) > 1:
+                out[f"{split}/{name}"] = loss
+        out[split] = mean
+    engine.train()
+    return out
+
+
+# -----------------------------------------------------------------------------
+# model
+
+
+def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
+    """GPTConfig + weights for init_from, built directly on the device in the training dtype."""
+    from model import GPT, GPTConfig, PretrainedNotFound
+    import checkpoint as ckpt
+    init_from = cfg["init_from"]
+    if resume_marker is not None:
+        config = GPTConfig(**resume_marker["model_config"])
+        with torch.device(device):
+            return GPT(config, init_weights=False).to(ptdtype), f"resumed {resume_marker['tag']}"
+    if init_from == "scratch":
+        config = GPTConfig(block_size=cfg["block_size"], vocab_size=vocab_size, n_layer=cfg["n_layer"],
+                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], bias=cfg["bias"], dropout=cfg["dropout"])
+        with torch.device(device):
+            model = GPT(config)
+        return model.to(ptdtype), "random initialisation"
+    source_dir, tag = ckpt.split_checkpoint_path(init_from)
+    if source_dir is not None:  # continual training: another run's weights, a fresh optimizer and schedule
+        try:
+            model, _ = ckpt.load_model(source_dir, tag, dropout=cfg["dropout"])
+        except ckpt.CheckpointError as e:
+            raise InputError(str(e)) from None
+        model.to(device=device, dtype=ptdtype)
+        config = model.config
+        if cfg["block_size"] < config.block_size:
+            model.crop_block_size(cfg["block_size"])
+        return model, f"weights of {os.path.join(source_dir, tag)} (fresh optimizer and schedule)"
+    try:
+        model = GPT.from_pretrained(init_from, device=device, dtype=ptdtype, block_size=cfg["block_size"],
+                                    dropout=cfg["dropout"])
+    except PretrainedNotFound as e:
+        raise InputError(str(e)) from None
+    return model, f"pretrained {init_from}"
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+
+def main(argv):
+    try:
+        run(argv)
+    except InputError as e:
+        print0(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def run(argv):
+    cfg = parse_config(argv)
+    C = SimpleNamespace(**cfg)
+    os.environ.setdefault("RANK", "0")  # also runnable as a single process: python train_deepspeed.py
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    master = rank == 0
+    faults = parse_faults(os.environ.get("TRAIN_FAULT", ""))
+
+    # ---- checks that need no process group: every rank fails the same way, before anything is written
+    if C.dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {C.dtype!r}")
+    if C.lr_schedule not in LR_SCHEDULES:
+        raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {C.lr_schedule!r}")
+    if C.max_iters < 0 or C.eval_interval < 1 or C.block_size < 1:
+        raise InputError("max_iters must be >= 0 and eval_interval, block_size >= 1")
+    mb, ga, seqs_per_iter = derive_batch(cfg, world_size)
+    ds_config = fill_ds_config(load_ds_config(C.deepspeed_config), cfg, mb, ga, world_size, C.out_dir)
+    zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    ptdtype = DTYPES[C.dtype]
+
+    from deepspeed.accelerator import get_accelerator
+    accel = get_accelerator()
+    on_gpu = accel.device_name() == "cuda"
+    if C.dtype == "float16" and not on_gpu:
+        raise InputError(f"dtype='float16' needs a GPU (DeepSpeed: Type fp16 is not supported on "
+                         f"{accel.device_name()}); use --dtype=bfloat16 or --dtype=float32 here")
+    if on_gpu and local_rank >= accel.device_count():
+        print(f"error: rank {rank} needs GPU {local_rank} but this machine has {accel.device_count()}; launch with "
+              f"--num_gpus={accel.device_count()} or fewer", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if C.wandb_log:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise InputError("wandb_log=True needs the wandb package: pip install wandb (set WANDB_MODE=offline "
+                             "without network)") from None
+    if C.tensorboard_log:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise InputError("tensorboard_log=True needs the tensorboard package: pip install tensorboard") from None
+
+    import checkpoint as ckpt
+    resume_tag, resume_marker = None, None
+    if C.init_from == "resume":
+        try:
+            resume_tag, resume_marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
+        except ckpt.CheckpointError as e:
+            raise InputError(str(e)) from None
+    elif C.init_from != "scratch" and not os.path.isdir(C.init_from):
+        from model import GPT2_SIZES
+        if C.init_from not in GPT2_SIZES:
+            raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
+                             f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
+    try:
+        os.makedirs(C.out_dir, exist_ok=True)
+        probe = os.path.join(C.out_dir, f".write-test-{rank}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"out_dir {C.out_dir} is not writable ({e.strerror}); choose another --out_dir") from None
+
+    vocab_size = resume_marker["model_config"]["vocab_size"] if resume_marker else 50257
+    datasets = parse_datasets(C.dataset)
+    splits = {"train": {}, "val": {}}
+    for name, weight in datasets:
+        for split in ("train", "val"):
+            data = load_split(name, split, C.block_size, vocab_size)
+            splits[split][name] = (data, weight, eval_starts(len(data), C.block_size, C.eval_iters))
+
+    # ---- the process group, with the timeout actually applied to it
+    import deepspeed
+    import deepspeed.comm as dist
+    if on_gpu:
+        accel.set_device(local_rank)
+        if C.max_gpu_memory_gb > 0:
+            total = torch.cuda.get_device_properties(local_rank).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, C.max_gpu_memory_gb * 2 ** 30 / total), local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
+    device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
+    if master:
+        for note in ckpt.recover(C.out_dir):
+            print0(f"checkpoint recovery: {note}")
+    dist.barrier()
+
+    # ---- model
+    seed_everything(C.seed)  # identical initialisation on every rank
+    model, origin = build_model(cfg, device, ptdtype, vocab_size, resume_marker)
+    if C.block_size > model.config.block_size:
+        raise InputError(f"block_size {C.block_size} exceeds the model's context of {model.config.block_size} "
+                         f"tokens; use --block_size={model.config.block_size} or less")
+    model.gradient_checkpointing = C.gradient_checkpointing
+    model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
+    if C.compile:
+        for block in model.transformer.h:
+            block.compile()
+    n_params = model.get_num_params()
+
+    # ---- resume on another number of GPUs: DeepSpeed's universal checkpoint
+    load_dir = C.out_dir
+    if resume_marker is not None and resume_marker["world_size"] != world_size:
+        if master:
+            ckpt.convert_to_universal(C.out_dir, resume_tag, log=print0)
+        dist.barrier()
+        load_dir = os.path.join(C.out_dir, ckpt.UNIVERSAL_DIR)
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
+
+    # ---- DeepSpeed engine
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    n_total = sum(p.numel() for p in model.parameters())
+    gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
+    _, est_gpu = estimate_zero2_model_states_mem_needs(n_total, gpus_per_node, max(1, world_size // gpus_per_node),
+                                                       cpu_offload=offload)
+
+    def make_optimizer(params):
+        if offload:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+            return DeepSpeedCPUAdam(params, lr=C.learning_rate, betas=(C.beta1, C.beta2), adamw_mode=True)
+        return torch.optim.AdamW(params, lr=C.learning_rate, betas=(C.beta1, C.beta2), fused=on_gpu)
+
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.param_groups(C.weight_decay),
+                                                   optimizer=make_optimizer, config=ds_config)
+    monitor = engine.monitor
+
+    # ---- state of the loop, restored on resume
+    state = {"iter": 0, "lr_step": 0, "best_val_loss": float("inf"), "evals_without_improvement": 0,
+             "tokens_seen": 0, "skipped_steps": 0}
+    if resume_marker is not None:
+        try:
+            _, client_state = engine.load_checkpoint(load_dir, tag=resume_tag, load_optimizer_states=True,
+                                                     load_lr_scheduler_states=False)
+        except Exception as e:
+            raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
+                             f"({type(e).__name__}: {e}); resume from another tag with --resume_tag=iter_N") from None
+        state.update(client_state["loop"])
+        if resume_marker["world_size"] == world_size:
+            set_rng_state(ckpt.load_rank_state(os.path.join(load_dir, resume_tag), rank)["rng"])
+        else:
+            seed_everything(C.seed, rank, state["iter"])
+            print0(f"resumed on {world_size} ranks from {resume_marker['world_size']}: iteration, best val loss, LR "
+                   "position, loss scale and optimizer moments carried over; per-rank RNG and batches re-derived")
+    else:
+        seed_everything(C.seed, rank)  # dropout differs across ranks, reproducibly
+
+    # ---- the summary
+    tokens_per_iter = seqs_per_iter * C.block_size
+    from model import flops_per_token, peak_flops
+    flops_tok = flops_per_token(model.config, C.block_size)
+    peak = peak_flops(torch.cuda.get_device_name(local_rank), ptdtype) if on_gpu else None
+    if master:
+        gpu = torch.cuda.get_device_name(local_rank) if on_gpu else "CPU (DeepSpeed CPU accelerator)"
+        print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
+               f"parameters, from {origin}")
+        print0(f"hardware: {world_size} x {gpu}; precision {C.dtype}; ZeRO stage {zero_stage}"
+               f"{' with optimizer offload' if offload else ''}")
+        print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
+               f"({seqs_per_iter} sequences)")
+        print0(f"memory: DeepSpeed estimates {est_gpu / 2 ** 30:.1f} GiB of model states per GPU (+ activations)")
+        sizes = [f"{n} ({w:.0%}): {len(splits['train'][n][0]):,} train / {len(splits['val'][n][0]):,} val tokens"
+                 for n, w in datasets]
+        print0(f"data: {'; '.join(sizes)}")
+        with open(os.path.join(C.out_dir, "config.json"), "w") as f:
+            json.dump({**cfg, "world_size": world_size, "gradient_accumulation_steps": ga,
+                       "tokens_per_iter": tokens_per_iter, "deepspeed": ds_config}, f, indent=2)
+
+    # ---- checkpointing
+    def save(tag, also=(), update_latest=True):
+        client_state = {"loop": dict(state), "config": cfg, "model_config": vars(model.config).copy()}
+        marker = {"iteration": state["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": C.dtype,
+                  "model_config": vars(model.config).copy(), "config": cfg}
+        rank_state = {"rng": rng_state(), "sampler": {"seed": C.seed, "rank": rank, "iteration": state["iter"],
+                                                      "world_size": world_size}}
+        fault = None
+        if any(a <= state["iter"] <= b for a, b, _ in faults.get("kill_in_save", ())):
+            fault = lambda where, r: fault_at(faults, "kill_in_save", state["iter"], r) and os.kill(os.getpid(),
+                                                                                              signal.SIGKILL)
+        result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
+                           update_latest=update_latest, keep_last_n=C.keep_last_n, fault=fault)
+        if result is not None:
+            seconds, size, total, removed = result
+            names = " + ".join((tag,) + tuple(also))
+            gone = f"; removed {', '.join(removed)}" if removed else ""
+            print0(f"saved {names} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB; {C.out_dir} holds "
+                   f"{total / 2 ** 30:.2f} GiB{gone})")
+            monitor.write_events([("Checkpoint/save_seconds", seconds, state["iter"]),
+                                  ("Checkpoint/size_gib", size / 2 ** 30, state["iter"])])
+
+    # ---- training loop
+    import psutil
+    process = psutil.Process()
+    stop = StopFlag()
+    batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, C.seed, rank, device)
+    lr_decay_iters = C.lr_decay_iters or C.max_iters
+    t_start = time.time()
+    start_iter = state["iter"]
+    consecutive_nonfinite = 0
+    first_step_logged = False
+    t_last, dt_avg = time.time(), None
+    for it in range(start_iter, C.max_iters + 1):
+        last_step = it == C.max_iters
+        state["iter"] = it
+
+        # evaluate (and checkpoint); a resumed run already did this for its first iteration
+        if (it % C.eval_interval == 0 or last_step) and not (resume_marker is not None and it == start_iter):
+            t_eval = time.time()
+            losses = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
+            improved = losses["val"] < state["best_val_loss"]
+            if improved:
+                state["best_val_loss"] = losses["val"]
+                state["evals_without_improvement"] = 0
+            else:
+                state["evals_without_improvement"] += 1
+            extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
+            print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
+                   f"val ppl {math.exp(min(losses['val'], 50)):.2f}{extra} | {time.time() - t_eval:.2f}s")
+            monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] +
+                                 [("Eval/val_ppl", math.exp(min(losses["val"], 50)), it)])
+            early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience
+            if last_step or early_stop:
+                if early_stop and not last_step:
+                    print0(f"early stop: val loss has not improved for {C.patience} evals")
+                save("final", also=("best",) if improved else ())
+                break
+            if it > start_iter and (improved or C.always_save_checkpoint):
+                save(f"iter_{it}", also=("best",) if improved else ())
+            t_last = time.time()  # the step timer measures training only
+        if last_step:
+            save("final")
+            break
+
+        # one optimizer step over ga micro-batches
+        lr = get_lr(state["lr_step"], C.learning_rate, C.lr_schedule, C.warmup_iters, lr_decay_iters, C.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+        for micro_step in range(ga):
+            x, y = batches.get(it, micro_step, ga)
+            _, loss = engine(x, y)
+            if fault_at(faults, "nan", it, rank):
+                loss = loss * float("nan")
+            if fault_at(faults, "crash", it, rank):
+                raise RuntimeError(f"injected crash on rank {rank} at iteration {it}")
+            engine.backward(loss)
+            loss_sum += loss.detach().float()
+            if micro_step < ga - 1:
+                engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
+        # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
+        deadline = C.max_runtime > 0 and time.time() - t_start > C.max_runtime * 3600
+        flags = torch.stack([loss_sum / ga, torch.tensor(float(stop.signal is not None or deadline), device=device)])
+        dist.all_reduce(flags)
+        mean_loss, stop_requested = (flags[0] / world_size).item(), flags[1].item() > 0
+        nonfinite = not math.isfinite(mean_loss)
+        try:
+            engine.step()
+        except Exception as e:
+            if "loss scale already at minimum" not in str(e):
+                raise
+            print0(f"error: at iteration {it} the fp16 loss scale reached its minimum and the gradients still "
+                   "overflow: training has diverged. Nothing new was saved. Try a lower --learning_rate, "
+                   "--dtype=bfloat16, or resume from an earlier checkpoint", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
+        applied = engine.was_step_applied()
+        if nonfinite and applied:
+            raise RuntimeError("a non-finite loss reached the optimizer; DeepSpeed should have skipped this step")
+        if applied:
+            state["lr_step"] += 1
+        else:
+            state["skipped_steps"] += 1
+        consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
+        if consecutive_nonfinite >= C.max_consecutive_nonfinite:
+            print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "
+                   f"{it}); the steps were skipped and nothing new was saved. Try a lower --learning_rate, "
+                   "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
+        state["tokens_seen"] += tokens_per_iter
+        state["iter"] = it + 1
+
+        # log
+        t_now = time.time()
+        dt, t_last = t_now - t_last, t_now
+        dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
+        if not first_step_logged:
+            first_step_logged = True
+            print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
+        if master and (it % C.log_interval == 0 or nonfinite or not applied):
+            tok_s = tokens_per_iter / dt / world_size
+            mfu = tok_s * flops_tok / peak if peak else None
+            grad_norm = engine.get_global_grad_norm()
+            scale = optimizer.loss_scale if C.dtype == "float16" else None
+            eta = format_duration((C.max_iters - it - 1) * dt_avg)
+            fields = [f"iter {it + 1}/{C.max_iters}", f"loss {mean_loss:.4f}", f"lr {lr:.2e}", f"{dt * 1000:.0f} ms",
+                      f"{tok_s:,.0f} tok/s/gpu"]
+            if mfu is not None:
+                fields.append(f"MFU {mfu:.1%}")
+            if scale is not None:
+                fields.append(f"scale {scale:.0f}")
+            if grad_norm is not None and math.isfinite(grad_norm):
+                fields.append(f"gnorm {grad_norm:.2f}")
+            if not applied:
+                fields.append("skipped" + (" (NaN/inf loss)" if nonfinite else " (overflow)"))
+            fields.append(f"eta {eta}")
+            print0(" | ".join(fields))
+            events = [("Train/loss", mean_loss, it + 1), ("Train/lr", lr, it + 1), ("Train/tokens_per_sec", tok_s, it + 1),
+                      ("Train/tokens_seen", state["tokens_seen"], it + 1)]
+            if mfu is not None:
+                events.append(("Train/mfu", mfu, it + 1))
+            if grad_norm is not None and math.isfinite(grad_norm):
+                events.append(("Train/grad_norm", grad_norm, it + 1))
+            if scale is not None:
+                events.append(("Train/loss_scale", scale, it + 1))
+            if on_gpu:
+                events.append(("Train/gpu_mem_gib", torch.cuda.max_memory_allocated(device) / 2 ** 30, it + 1))
+            events += [("Host/rss_mib", process.memory_info().rss / 2 ** 20, it + 1),
+                       ("Host/open_files", process.num_fds(), it + 1)]
+            monitor.write_events(events)
+        if it == start_iter + 2 and on_gpu:
+            print0(f"measured peak GPU memory after 3 steps: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
+                   "(rank 0)")
+
+        if stop_requested:
+            why = stop.signal or "max_runtime"
+            save(f"iter_{state['iter']}")
+            print0(f"stopped on {why} after iteration {state['iter']}; continue with --init_from=resume")
+            sys.exit(EXIT_PREEMPTED)
+
+    if master and C.plot and C.csv_log:
+        from plot import plot_run
+        path = plot_run(C.out_dir)
+        if path:
+            print0(f"loss plot: {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
