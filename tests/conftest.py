@@ -1,0 +1,78 @@
+"""Shared fixtures: a prepared Tiny Shakespeare, and launching the real script through the deepspeed launcher
+on DeepSpeed's CPU accelerator."""
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAKESPEARE_TXT = os.path.join(REPO, "tests", "data", "tinyshakespeare.txt")
+# A tiny model keeps each CPU launch to ~20 s; 4 x 2 x 2 ranks x 64 tokens = 1,024 tokens per iteration.
+TINY = ["config/cpu_tiny.py", "--eval_iters=4", "--plot=False"]
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory):
+    """Tiny Shakespeare prepared by data/shakespeare/prepare.py, as a dataset path."""
+    from data.shakespeare import prepare
+    out = tmp_path_factory.mktemp("data") / "shakespeare"
+    prepare.prepare(SHAKESPEARE_TXT, str(out))
+    return str(out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_env(extra=None):
+    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(extra or {})
+    return env
+
+
+def launch_cmd(args, nproc=2):
+    return [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={nproc}", f"--master_port={free_port()}",
+            "train_deepspeed.py", *args]
+
+
+def launch(args, nproc=2, env=None, timeout=600):
+    """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged)."""
+    return subprocess.run(launch_cmd(args, nproc), cwd=REPO, env=train_env(env), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def start(args, nproc=2, env=None):
+    """Like launch, in the background; the caller reads proc.stdout line by line."""
+    return subprocess.Popen(launch_cmd(args, nproc), cwd=REPO, env=train_env(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def iter_losses(log):
+    """{iteration: logged loss} from the per-iteration lines."""
+    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^iter (\d+)/\d+ \| loss (\S+)", log, re.M)}
+
+
+def eval_losses(log):
+    """{iteration: (train loss, val loss)} from the eval lines."""
+    return {int(m.group(1)): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^eval (\d+): train loss (\S+) \| val loss (\S+)", log, re.M)}
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+@pytest.fixture(scope="session")
+def reference_run(shakespeare, tmp_path_factory):
+    """12 iterations of the tiny model with dropout, evals at 0/6/12, every logger on: (out_dir, log)."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
+                   "--eval_interval=6", "--lr_decay_iters=12", "--tensorboard_log=True", "--wandb_log=True",
+                   "--plot=True"], env={"WANDB_MODE": "offline", "WANDB_DIR": str(out.parent)})
+    assert_ok(proc)
+    return str(out), proc.stdout

@@ -1,0 +1,59 @@
+"""The real script through the deepspeed launcher, 2 CPU processes: training, evaluation, checkpoints, resume."""
+import json
+import os
+
+import pytest
+import torch
+
+import checkpoint as ckpt
+from conftest import TINY, assert_ok, eval_losses, iter_losses, launch
+
+pytestmark = pytest.mark.slow
+
+
+def test_loss_falls_and_checkpoints_appear(reference_run):
+    out, log = reference_run
+    evals = eval_losses(log)
+    assert sorted(evals) == [0, 6, 12]
+    assert evals[0][1] > 10.5  # ln(50257) = 10.8 at random initialisation
+    assert evals[12][1] < evals[0][1] - 1.0, evals
+    losses = iter_losses(log)
+    assert sorted(losses) == list(range(1, 13))
+    assert sum(list(losses.values())[-3:]) / 3 < sum(list(losses.values())[:3]) / 3 - 0.8
+    assert "batch: 4 x 2 x 2 GPUs x 64 = 1,024 tokens per iteration (16 sequences)" in log
+    assert {"iter_6", "best", "final", "latest"} <= set(os.listdir(out))
+    assert ckpt.read_latest(out) == "final"
+    marker = ckpt.verify(os.path.join(out, "final"))
+    assert marker["iteration"] == 12 and marker["world_size"] == 2
+    client = torch.load(os.path.join(out, "final", ckpt.MODEL_STATES), map_location="cpu", weights_only=False)
+    assert client["loop"]["iter"] == 12 and client["loop"]["lr_step"] == 12
+    assert client["loop"]["best_val_loss"] == pytest.approx(evals[12][1], abs=1e-4)
+    assert client["config"]["dropout"] == 0.1
+    for r in range(2):
+        rank_state = torch.load(os.path.join(out, "final", ckpt.rank_state_name(r)), weights_only=False)
+        assert rank_state["sampler"] == {"seed": 1337, "rank": r, "iteration": 12, "world_size": 2}
+    # best is the same state as final (val improved at the last eval): hard links, no second copy
+    assert os.path.samefile(os.path.join(out, "best", ckpt.MODEL_STATES), os.path.join(out, "final", ckpt.MODEL_STATES))
+    resolved = json.load(open(os.path.join(out, "config.json")))
+    assert resolved["tokens_per_iter"] == 1024 and resolved["deepspeed"]["train_batch_size"] == 16
+
+
+def test_exact_resume(reference_run, shakespeare, tmp_path):
+    """6 iterations, resume, 6 more: the same losses and bitwise the same weights as 12 in one go."""
+    ref_out, ref_log = reference_run
+    out = tmp_path / "out"
+    common = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--eval_interval=6",
+              "--lr_decay_iters=12"]
+    first = launch([*common, "--max_iters=6"])
+    assert_ok(first)
+    second = launch([*common, "--max_iters=12", "--init_from=resume"])
+    assert_ok(second)
+    resumed = iter_losses(second.stdout)
+    assert sorted(resumed) == list(range(7, 13))  # continues from the saved iteration
+    reference = iter_losses(ref_log)
+    assert {i: reference[i] for i in range(7, 13)} == resumed
+    assert {i: reference[i] for i in range(1, 7)} == iter_losses(first.stdout)
+    assert eval_losses(second.stdout)[12] == eval_losses(ref_log)[12]
+    a, b = ckpt.fp32_state_dict(ref_out, "final"), ckpt.fp32_state_dict(str(out), "final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
