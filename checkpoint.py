@@ -175,18 +175,28 @@ def verify(tag_dir):
     return marker
 
 
+def tag_dir(out_dir, tag):
+    """Where a tag's files are; before recover() has run, a tag caught mid-replacement is still at .old-<tag>."""
+    path = os.path.join(out_dir, tag)
+    old = os.path.join(out_dir, OLD_PREFIX + tag)
+    return old if not os.path.exists(path) and os.path.isdir(old) else path
+
+
 def resolve_resume(out_dir, tag=None):
-    """(tag, marker) to resume from: the named tag, else `latest`, else the newest complete iter_* tag."""
-    if tag:
-        return tag, verify(os.path.join(out_dir, tag))
-    tag = read_latest(out_dir)
-    if tag is not None:
-        return tag, verify(os.path.join(out_dir, tag))
-    tags = complete_tags(out_dir)
-    if not tags:
-        raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
-                              "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")
-    return tags[-1], verify(os.path.join(out_dir, tags[-1]))
+    """(tag, marker) to resume from: the named tag, else `latest`, else the newest complete iter_* tag.
+    Only reads: it runs on every rank before rank 0 repairs what a kill left behind."""
+    if not tag:
+        tag = read_latest(out_dir)
+    if not tag:
+        tags = complete_tags(out_dir)
+        if not tags:
+            raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
+                                  "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")
+        tag = tags[-1]
+    if not os.path.isdir(tag_dir(out_dir, tag)):
+        raise CheckpointError(f"checkpoint {os.path.join(out_dir, tag)} does not exist; pick a tag that does "
+                              f"({', '.join(sorted(os.listdir(out_dir))) if os.path.isdir(out_dir) else 'none'})")
+    return tag, verify(tag_dir(out_dir, tag))
 
 
 def load_rank_state(tag_dir, rank):
@@ -202,14 +212,19 @@ def load_rank_state(tag_dir, rank):
 # saving
 
 
-def expected_files(world_size, zero_stage):
-    names = [MODEL_STATES] + [rank_state_name(r) for r in range(world_size)]
+def missing_files(present, world_size, zero_stage):
+    """What a complete tag lacks: DeepSpeed's model states and every rank's optimizer shard (prefixed bf16_
+    in bf16 runs; ZeRO-3 also shards the model states), and our per-rank state files."""
+    wanted = [rank_state_name(r) for r in range(world_size)]
+    suffixes = []
+    if zero_stage == 3:
+        suffixes += [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world_size)]
+    else:
+        wanted.append(MODEL_STATES)
     if zero_stage > 0:
-        if zero_stage == 3:
-            names = [n for n in names if n != MODEL_STATES]
-            names += [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world_size)]
-        names += [zero_shard_name(r) for r in range(world_size)]
-    return names
+        suffixes += [zero_shard_name(r) for r in range(world_size)]
+    return [n for n in wanted if n not in present] + \
+        [sfx for sfx in suffixes if not any(name.endswith(sfx) for name in present)]
 
 
 def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update_latest=True, keep_last_n=0,
@@ -233,7 +248,7 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
     if rank == 0:
         present = {name: os.path.getsize(os.path.join(tmp_dir, name)) for name in os.listdir(tmp_dir)
                    if os.path.isfile(os.path.join(tmp_dir, name))}
-        missing = [n for n in expected_files(world, marker["zero_stage"]) if n not in present]
+        missing = missing_files(present, world, marker["zero_stage"])
         if missing:
             raise CheckpointError(f"checkpoint {tmp_dir} lacks {missing} after every rank saved; is out_dir on a "
                                   "file system that every node shares?")

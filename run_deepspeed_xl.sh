@@ -48,7 +48,11 @@ if [[ -n ${HOSTFILE:-} ]]; then
     GPUS=$(awk '/slots=/{split($2, a, "="); n += a[2]} END {print n}' "$HOSTFILE")
 else
     visible=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
-    [[ $visible -gt 0 ]] || die "no GPU is visible; for a CPU smoke run use: deepspeed --num_gpus=2 train_deepspeed.py config/cpu_tiny.py"
+    if [[ $visible -eq 0 ]]; then
+        # no GPU: DeepSpeed's CPU accelerator, for smoke runs such as NUM_GPUS=2 ./run_deepspeed_xl.sh config/cpu_tiny.py
+        [[ -n ${NUM_GPUS:-} ]] || die "no GPU is visible; for a CPU smoke run set NUM_GPUS (processes) and use config/cpu_tiny.py"
+        visible=$NUM_GPUS
+    fi
     GPUS=${NUM_GPUS:-$visible}
     [[ $GPUS -le $visible ]] || die "NUM_GPUS=$GPUS but only $visible GPUs are visible"
     if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
@@ -76,7 +80,8 @@ descendants() {
 forward() {
     echo "run_deepspeed_xl.sh: forwarding SIG$1 to the training processes (they save, then exit)" >&2
     for pid in $(descendants "$launcher_pid"); do
-        if grep -qa train_deepspeed.py "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null; fi
+        # a trainer has --local_rank=N in its arguments; the launcher above it must not be signalled (it kills)
+        if grep -qa -- "--local_rank=" "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null; fi
     done
 }
 trap 'forward TERM' TERM

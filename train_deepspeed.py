@@ -90,7 +90,12 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 class InputError(Exception):
-    """Bad input: reported in one line, exit code 2, nothing saved."""
+    """Bad input: reported in one line (by rank 0, or by every rank for a rank's own problem), exit code 2,
+    nothing saved."""
+
+    def __init__(self, message, every_rank=False):
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 # -----------------------------------------------------------------------------
@@ -485,16 +490,73 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
     return model, f"pretrained {init_from}"
 
 
+def resolve_init(C):
+    """Check init_from before anything starts: (resume tag, its marker, the model's context length)."""
+    import checkpoint as ckpt
+    from model import GPT2_SIZES, PretrainedNotFound, resolve_pretrained
+    if C.init_from == "resume":
+        try:
+            tag, marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
+        except ckpt.CheckpointError as e:
+            raise InputError(str(e)) from None
+        return tag, marker, marker["model_config"]["block_size"]
+    if C.init_from == "scratch":
+        return None, None, C.block_size
+    if C.init_from in GPT2_SIZES:
+        return None, None, 1024  # every GPT-2 size has 1024 positions
+    source_dir, tag = ckpt.split_checkpoint_path(C.init_from)
+    if source_dir is not None:
+        try:
+            return None, None, ckpt.verify(os.path.join(source_dir, tag))["model_config"]["block_size"]
+        except ckpt.CheckpointError as e:
+            raise InputError(str(e)) from None
+    if not os.path.isdir(C.init_from):
+        raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
+                         f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
+    try:
+        return None, None, resolve_pretrained(C.init_from)[0]["n_positions"]
+    except PretrainedNotFound as e:
+        raise InputError(str(e)) from None
+
+
 # -----------------------------------------------------------------------------
 # the run
+
+
+def check_gpu_index(rank, local_rank, n_visible):
+    if local_rank >= n_visible:
+        raise InputError(f"rank {rank} needs GPU {local_rank} but this machine has {n_visible}; launch with "
+                         f"--num_gpus={n_visible} or fewer", every_rank=True)
+
+
+class EndRun(Exception):
+    """Leave the loop with an exit status (preempted, diverged) after the ranks agreed to."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def shutdown():
+    """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
+    (gloo drops a barrier's last message if its sender exits first)."""
+    import torch.distributed as tdist
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
 
 
 def main(argv):
     try:
         run(argv)
     except InputError as e:
-        print0(f"error: {e}", file=sys.stderr)
+        if e.every_rank or int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_INPUT)
+    except EndRun as e:
+        shutdown()
+        sys.exit(e.status)
+    shutdown()
 
 
 def run(argv):
@@ -528,10 +590,8 @@ def run(argv):
     if C.dtype == "float16" and not on_gpu:
         raise InputError(f"dtype='float16' needs a GPU (DeepSpeed: Type fp16 is not supported on "
                          f"{accel.device_name()}); use --dtype=bfloat16 or --dtype=float32 here")
-    if on_gpu and local_rank >= accel.device_count():
-        print(f"error: rank {rank} needs GPU {local_rank} but this machine has {accel.device_count()}; launch with "
-              f"--num_gpus={accel.device_count()} or fewer", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
+    if on_gpu:
+        check_gpu_index(rank, local_rank, accel.device_count())
     if C.wandb_log:
         try:
             import wandb  # noqa: F401
@@ -545,17 +605,10 @@ def run(argv):
             raise InputError("tensorboard_log=True needs the tensorboard package: pip install tensorboard") from None
 
     import checkpoint as ckpt
-    resume_tag, resume_marker = None, None
-    if C.init_from == "resume":
-        try:
-            resume_tag, resume_marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
-        except ckpt.CheckpointError as e:
-            raise InputError(str(e)) from None
-    elif C.init_from != "scratch" and not os.path.isdir(C.init_from):
-        from model import GPT2_SIZES
-        if C.init_from not in GPT2_SIZES:
-            raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
-                             f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
+    resume_tag, resume_marker, context = resolve_init(C)
+    if C.block_size > context:
+        raise InputError(f"block_size {C.block_size} exceeds the model's context of {context} tokens; use "
+                         f"--block_size={context} or less")
     try:
         os.makedirs(C.out_dir, exist_ok=True)
         probe = os.path.join(C.out_dir, f".write-test-{rank}")
@@ -593,9 +646,6 @@ def run(argv):
     # ---- model
     seed_everything(C.seed)  # identical initialisation on every rank
     model, origin = build_model(cfg, device, ptdtype, vocab_size, resume_marker)
-    if C.block_size > model.config.block_size:
-        raise InputError(f"block_size {C.block_size} exceeds the model's context of {model.config.block_size} "
-                         f"tokens; use --block_size={model.config.block_size} or less")
     model.gradient_checkpointing = C.gradient_checkpointing
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
     if C.compile:
@@ -754,19 +804,22 @@ def run(argv):
                 engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
         # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
         deadline = C.max_runtime > 0 and time.time() - t_start > C.max_runtime * 3600
-        flags = torch.stack([loss_sum / ga, torch.tensor(float(stop.signal is not None or deadline), device=device)])
+        requests = [float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT"), float(deadline)]
+        flags = torch.cat([(loss_sum / ga).view(1), torch.tensor(requests, device=device)])
         dist.all_reduce(flags)
-        mean_loss, stop_requested = (flags[0] / world_size).item(), flags[1].item() > 0
+        flags = flags.tolist()
+        mean_loss = flags[0] / world_size
+        stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT", "max_runtime"), flags[1:]) if n > 0), None)
         nonfinite = not math.isfinite(mean_loss)
         try:
             engine.step()
         except Exception as e:
             if "loss scale already at minimum" not in str(e):
                 raise
-            print0(f"error: at iteration {it} the fp16 loss scale reached its minimum and the gradients still "
+            print0(f"error: at iteration {it + 1} the fp16 loss scale reached its minimum and the gradients still "
                    "overflow: training has diverged. Nothing new was saved. Try a lower --learning_rate, "
                    "--dtype=bfloat16, or resume from an earlier checkpoint", file=sys.stderr)
-            sys.exit(EXIT_DIVERGED)
+            raise EndRun(EXIT_DIVERGED)
         applied = engine.was_step_applied()
         if nonfinite and applied:
             raise RuntimeError("a non-finite loss reached the optimizer; DeepSpeed should have skipped this step")
@@ -775,11 +828,6 @@ def run(argv):
         else:
             state["skipped_steps"] += 1
         consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
-        if consecutive_nonfinite >= C.max_consecutive_nonfinite:
-            print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "
-                   f"{it}); the steps were skipped and nothing new was saved. Try a lower --learning_rate, "
-                   "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
-            sys.exit(EXIT_DIVERGED)
         state["tokens_seen"] += tokens_per_iter
         state["iter"] = it + 1
 
@@ -825,11 +873,15 @@ def run(argv):
             print0(f"measured peak GPU memory after 3 steps: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
                    "(rank 0)")
 
-        if stop_requested:
-            why = stop.signal or "max_runtime"
+        if consecutive_nonfinite >= C.max_consecutive_nonfinite:
+            print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "
+                   f"{it + 1}); the steps were skipped and nothing new was saved. Try a lower --learning_rate, "
+                   "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
+            raise EndRun(EXIT_DIVERGED)
+        if stop_reason is not None:
             save(f"iter_{state['iter']}")
-            print0(f"stopped on {why} after iteration {state['iter']}; continue with --init_from=resume")
-            sys.exit(EXIT_PREEMPTED)
+            print0(f"stopped on {stop_reason} after iteration {state['iter']}; continue with --init_from=resume")
+            raise EndRun(EXIT_PREEMPTED)
 
     if master and C.plot and C.csv_log:
         from plot import plot_run

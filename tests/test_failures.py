@@ -1,0 +1,114 @@
+"""Crashes, kills, signals and NaNs, through the deepspeed launcher with 2 CPU processes."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import checkpoint as ckpt
+import train_deepspeed as T
+from conftest import REPO, TINY, assert_ok, iter_losses, launch, start, train_env
+
+pytestmark = pytest.mark.slow
+
+
+def read_until(proc, pattern, lines):
+    """Read the run's output until a line matches; returns that line (the process keeps running)."""
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError("run ended before: " + pattern + "\n" + "".join(lines[-40:]))
+
+
+def trainer_pids(root_pid):
+    return {int(re.search(r"--local_rank=(\d+)", " ".join(p.cmdline())).group(1)): p.pid
+            for p in psutil.Process(root_pid).children(recursive=True)
+            if "train_deepspeed.py" in " ".join(p.cmdline()) and "--local_rank" in " ".join(p.cmdline())}
+
+
+def test_kill_during_save_keeps_latest_and_resume_recovers(reference_run, shakespeare, tmp_path):
+    out = tmp_path / "out"
+    common = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--eval_interval=6",
+              "--lr_decay_iters=12", "--max_iters=18"]
+    killed = launch(common, env={"TRAIN_FAULT": "kill_in_save@12:1"})  # rank 1 dies inside the iter_12 save
+    assert killed.returncode != 0
+    assert "saved iter_6" in killed.stdout and "saved iter_12" not in killed.stdout
+    assert ckpt.read_latest(str(out)) == "iter_6"
+    assert not (out / "iter_12").exists() and (out / ".tmp-iter_12").is_dir()  # half-written, never `latest`
+    resumed = launch([*common, "--init_from=resume"])
+    assert_ok(resumed)
+    assert "checkpoint recovery: removed unfinished checkpoint .tmp-iter_12" in resumed.stdout
+    losses = iter_losses(resumed.stdout)
+    assert min(losses) == 7  # resumed from iter_6, the newest complete checkpoint
+    reference = iter_losses(reference_run[1])
+    assert {i: losses[i] for i in range(7, 13)} == {i: reference[i] for i in range(7, 13)}
+    assert ckpt.read_latest(str(out)) == "final" and not (out / ".tmp-iter_12").exists()
+
+
+def test_sigterm_on_one_rank_saves_and_exits_75(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500"])
+    lines = []
+    read_until(proc, r"^iter 3/", lines)
+    os.kill(trainer_pids(proc.pid)[1], signal.SIGTERM)  # only rank 1 is told
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    log = "".join(lines)
+    stopped = re.search(r"stopped on SIGTERM after iteration (\d+); continue with --init_from=resume", log)
+    assert stopped, log[-3000:]
+    n = int(stopped.group(1))
+    assert n >= 3 and f"iter {n}/1000" in log and f"iter {n + 1}/1000" not in log  # finished the step it was in
+    assert ckpt.read_latest(str(out)) == f"iter_{n}"
+    assert ckpt.verify(str(out / f"iter_{n}"))["iteration"] == n
+
+
+def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    env = train_env({"NUM_GPUS": "2", "PYTHON": sys.executable,
+                     "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    proc = subprocess.Popen(["./run_deepspeed_xl.sh", "config/cpu_tiny.py", f"--dataset={shakespeare}",
+                             f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500", "--eval_iters=4"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    first = read_until(proc, r"tokens per iteration", lines)
+    assert "model scratch on 2 GPUs, float32: 4 x 2 x 2 GPUs x 64 = 1024 tokens per iteration" in first
+    read_until(proc, r"^iter 2/", lines)
+    proc.send_signal(signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    log = "".join(lines)
+    assert "forwarding SIGTERM to the training processes" in log
+    n = int(re.search(r"stopped on SIGTERM after iteration (\d+)", log).group(1))
+    assert ckpt.read_latest(str(out)) == f"iter_{n}"
+
+
+def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    # one NaN on rank 1 at iteration index 3 (logged as iter 4), then three in a row from index 6
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=30", "--eval_interval=5"],
+                  env={"TRAIN_FAULT": "nan@3:1,nan@6-8:1"})
+    assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
+    log = proc.stdout
+    lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^iter (\d+)/30 .*$", log, re.M)}
+    assert "skipped (NaN/inf loss)" in lines[4] and "skipped" not in lines[5]
+    lr = {i: re.search(r"lr (\S+)", line).group(1) for i, line in lines.items()}
+    assert lr[5] == lr[4] != lr[3]  # a skipped step does not advance the schedule
+    assert all("skipped (NaN/inf loss)" in lines[i] for i in (7, 8, 9)) and 10 not in lines
+    assert "error: the loss was NaN/inf on 3 iterations in a row (up to iteration 9)" in log
+    assert "Try a lower --learning_rate, --dtype=bfloat16" in log
+    assert ckpt.read_latest(str(out)) == "iter_5"  # nothing saved after the trouble began
+    assert sorted(t for t in os.listdir(out) if t.startswith(("iter_", "final", "best"))) == ["best", "iter_5"]
+
+
+def test_dead_rank_ends_the_run(shakespeare, tmp_path):
+    t0 = time.time()
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
+                   "--dist_timeout_minutes=1"], env={"TRAIN_FAULT": "crash@3:1"}, timeout=300)
+    assert proc.returncode != 0
+    assert "RuntimeError: injected crash on rank 1 at iteration 3" in proc.stdout
+    assert time.time() - t0 < 120  # no rank waits forever for the dead one

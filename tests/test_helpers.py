@@ -1,0 +1,154 @@
+"""Pure helpers of train_deepspeed.py: configuration, batch arithmetic, LR schedule, batches, eval windows."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import train_deepspeed as T
+from train_deepspeed import (InputError, derive_batch, eval_starts, fill_ds_config, get_batch, get_lr,
+                             parse_config, parse_datasets)
+
+
+# ---- configuration
+
+def test_config_file_then_command_line(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("batch_size = 4\nlearning_rate = 1e-4\n_helper = 3\nimport math\ndtype = 'bfloat16'\n")
+    cfg = parse_config([str(conf), "--batch_size=8", "--init_from=gpt2", "--compile=True", "--local_rank=1",
+                        "--max_runtime=2", "--out_dir=123"])
+    assert cfg["batch_size"] == 8 and cfg["learning_rate"] == 1e-4 and cfg["dtype"] == "bfloat16"
+    assert cfg["init_from"] == "gpt2" and cfg["compile"] is True
+    assert cfg["max_runtime"] == 2.0 and isinstance(cfg["max_runtime"], float)  # an int is fine for a float
+    assert cfg["out_dir"] == "123"  # strings need no quotes
+    assert parse_config([]) == T.DEFAULTS
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batchsize=4"], "unknown setting 'batchsize' in the command line (did you mean 'batch_size'?)"),
+    (["--batch_size=four"], "setting batch_size must be int, got 'four' (str)"),
+    (["--batch_size=1.5"], "setting batch_size must be int, got 1.5 (float)"),
+    (["--compile=1"], "setting compile must be bool, got 1 (int)"),
+    (["--max_iters"], "--max_iters has no value; write --max_iters=VALUE"),
+    (["missing_config.py"], "config file missing_config.py not found"),
+])
+def test_config_errors_name_the_key(argv, message):
+    with pytest.raises(InputError) as e:
+        parse_config(argv)
+    assert message in str(e.value)
+
+
+def test_config_file_unknown_key(tmp_path):
+    conf = tmp_path / "bad.py"
+    conf.write_text("learning_rat = 1e-4\n")
+    with pytest.raises(InputError, match=f"unknown setting 'learning_rat' in {conf}"):
+        parse_config([str(conf)])
+
+
+# ---- batch arithmetic and the DeepSpeed JSON
+
+def test_batch_arithmetic():
+    cfg = dict(T.DEFAULTS, batch_size=16, gradient_accumulation_steps=2, target_batch_size=0)
+    assert derive_batch(cfg, 4) == (16, 2, 128)
+    cfg["target_batch_size"] = 128
+    assert derive_batch(cfg, 1) == (16, 8, 128)
+    assert derive_batch(cfg, 8) == (16, 1, 128)
+    with pytest.raises(InputError, match="target_batch_size 128 is not a multiple of batch_size 16 x 3 GPUs = 48"):
+        derive_batch(cfg, 3)
+
+
+def test_ds_config_filled_and_checked():
+    base = json.load(open(T.REPO + "/ds_config_zero2.json"))
+    cfg = dict(T.DEFAULTS, dtype="bfloat16", grad_clip=0.5)
+    ds = fill_ds_config(json.loads(json.dumps(base)), cfg, 16, 2, 4, "out")
+    assert ds["train_batch_size"] == 128 and ds["train_micro_batch_size_per_gpu"] == 16
+    assert ds["gradient_accumulation_steps"] == 2 and ds["gradient_clipping"] == 0.5
+    assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
+    assert ds["zero_optimization"]["stage"] == 2 and ds["zero_optimization"]["overlap_comm"] is True
+    disagree = dict(base, train_micro_batch_size_per_gpu=8)
+    with pytest.raises(InputError, match="sets train_micro_batch_size_per_gpu=8 but the script's settings give 16"):
+        fill_ds_config(disagree, cfg, 16, 2, 4, "out")
+    with pytest.raises(InputError, match="has an 'optimizer' section"):
+        fill_ds_config(dict(base, optimizer={"type": "Adam"}), cfg, 16, 2, 4, "out")
+    with pytest.raises(InputError, match="sets fp16.enabled=True but dtype='bfloat16'"):
+        fill_ds_config(dict(base, fp16={"enabled": True}), cfg, 16, 2, 4, "out")
+
+
+# ---- learning rate
+
+def test_lr_schedules():
+    assert get_lr(0, 1.0) == get_lr(500, 1.0) == 1.0
+    assert [get_lr(s, 1.0, "cosine", 4, 14, 0.1) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert get_lr(4, 1.0, "cosine", 4, 14, 0.1) == 1.0
+    assert get_lr(9, 1.0, "cosine", 4, 14, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert get_lr(14, 1.0, "cosine", 4, 14, 0.1) == pytest.approx(0.1)
+    assert get_lr(100, 1.0, "cosine", 4, 14, 0.1) == pytest.approx(0.1)
+    assert get_lr(9, 1.0, "linear", 4, 14, 0.0) == pytest.approx(0.5)
+    values = [get_lr(s, 1.0, "cosine", 4, 14, 0.1) for s in range(4, 15)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+# ---- batches
+
+def test_get_batch_is_a_pure_function_of_seed_rank_iteration():
+    data = np.arange(10_000, dtype=np.uint16)
+    ds = [(data, 1.0)]
+    x, y = get_batch(ds, 32, 4, 1337, 1, 7, 0)
+    assert x.shape == y.shape == (4, 32) and x.dtype == np.int64
+    assert (y[:, :-1] == x[:, 1:]).all() and (y[:, -1] == x[:, -1] + 1).all()  # targets are inputs shifted by one
+    again, _ = get_batch(ds, 32, 4, 1337, 1, 7, 0)
+    assert (again == x).all()  # a resumed loader yields the same batches
+    for other in [(1337, 0, 7, 0), (1337, 1, 8, 0), (1337, 1, 7, 1), (1, 1, 7, 0)]:
+        assert not (get_batch(ds, 32, 4, *other)[0] == x).all()
+
+
+def test_batches_cover_the_split():
+    data = np.arange(200, dtype=np.uint16)
+    seen = set()
+    for it in range(2000):
+        x, _ = get_batch([(data, 1.0)], 10, 2, 0, 0, it, 0)
+        seen.update(x[:, 0].tolist())
+    assert seen == set(range(0, 190))  # every start 0..len-block_size-1, the last target included
+
+
+def test_mixing_frequencies_match_weights():
+    a = np.zeros(5000, dtype=np.uint16)
+    b = np.ones(5000, dtype=np.uint16)
+    datasets = [(a, 0.3), (b, 0.7)]
+    counts = np.zeros(2)
+    for it in range(400):
+        x, _ = get_batch(datasets, 16, 8, 1337, 0, it, 0)
+        counts += [(x[:, 0] == 0).sum(), (x[:, 0] == 1).sum()]
+    share = counts[1] / counts.sum()
+    assert abs(share - 0.7) < 0.03, share  # 3,200 sequences: 3 sigma is 0.024
+
+
+def test_parse_datasets():
+    assert parse_datasets("shakespeare") == [("shakespeare", 1.0)]
+    assert parse_datasets("a:1,b:3") == [("a", 0.25), ("b", 0.75)]
+    assert parse_datasets("/data/x:2") == [("/data/x", 1.0)]
+    with pytest.raises(InputError, match="dataset weight 'lots' in 'a:lots' is not a number"):
+        parse_datasets("a:lots")
+
+
+# ---- evaluation windows
+
+def test_eval_windows_fixed_and_cover_the_split():
+    starts = eval_starts(36_059, 1024)  # Tiny Shakespeare's val split
+    assert len(starts) == 36 and starts[0] == 0 and starts[-1] == 36_059 - 1 - 1024
+    assert (np.diff(starts[:-1]) == 1024).all()
+    few = eval_starts(36_059, 1024, 8)
+    assert len(few) == 8 and set(few) <= set(starts) and few[0] == 0 and few[-1] == starts[-1]
+    assert (eval_starts(36_059, 1024, 8) == few).all()
+    assert list(eval_starts(2049, 1024)) == [0, 1024]  # exact tiling: no tail window
+
+
+def test_gpu_index_check():
+    T.check_gpu_index(0, 3, 4)
+    with pytest.raises(InputError, match="rank 5 needs GPU 5 but this machine has 4; launch with --num_gpus=4"):
+        T.check_gpu_index(5, 5, 4)
+
+
+def test_format_duration():
+    assert T.format_duration(75) == "1m15s" and T.format_duration(3 * 3600 + 120) == "3h02m"
+    assert math.isclose(get_lr(0, 2.0, "cosine", 0, 10, 0.0), 2.0)
