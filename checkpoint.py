@@ -287,9 +287,12 @@ def apply_retention(out_dir, keep_last_n, protect=None):
 def fp32_state_dict(out_dir, tag):
     """Full fp32 weights (our parameter names) from a ZeRO checkpoint, through DeepSpeed's zero_to_fp32.
     The shards are memory-mapped and each tensor materialised once, so memory stays near one fp32 copy."""
+    import contextlib
+    import sys
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     verify(os.path.join(out_dir, tag))
-    lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress notes must not mix with sample.py's text
+        lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
     state, done = {}, {}
     for name, tensor in lazy.items():
         if id(tensor) in done:  # tied weights (wte / lm_head) stay one tensor
