@@ -29,6 +29,7 @@ TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 UNIVERSAL_DIR = "universal"
 MODEL_STATES = "mp_rank_00_model_states.pt"
+ZERO3_16BIT_MODEL = "model_16bit.bin"
 ITER_TAG = re.compile(r"^iter_(\d+)$")
 
 
@@ -240,6 +241,8 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
         shutil.rmtree(tmp_dir, ignore_errors=True)
     dist.barrier()
     engine.save_checkpoint(out_dir, tag=tmp_tag, client_state=client_state, save_latest=False)
+    if marker["zero_stage"] == 3 and tag == "final":  # ZeRO-3 also leaves a consolidated 16-bit model
+        engine.save_16bit_model(tmp_dir, ZERO3_16BIT_MODEL)
     if fault is not None:
         fault("save", rank)  # tests kill a rank here, between DeepSpeed's files and the per-rank state
     atomic_torch_save(rank_state, os.path.join(tmp_dir, rank_state_name(rank)))

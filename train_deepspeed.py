@@ -404,6 +404,24 @@ def seed_everything(*parts):
     torch.manual_seed(seed)
 
 
+def format_bytes(n):
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def estimate_model_state_memory(model, zero_stage, offload_optimizer, offload_params, world_size):
+    """DeepSpeed's own estimate of parameters + gradients + optimizer states per GPU, in bytes."""
+    gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    nodes = max(1, world_size // gpus_per_node)
+    total = sum(p.numel() for p in model.parameters())
+    if zero_stage == 3:
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+        return estimate_zero3_model_states_mem_needs(total, largest, gpus_per_node, nodes, offload_optimizer,
+                                                     offload_params, zero_init=False)[1]
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    return estimate_zero2_model_states_mem_needs(total, gpus_per_node, nodes, cpu_offload=offload_optimizer)[1]
+
+
 def format_duration(seconds):
     seconds = int(seconds)
     h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
@@ -663,12 +681,10 @@ def run(argv):
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
 
     # ---- DeepSpeed engine
-    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
-    n_total = sum(p.numel() for p in model.parameters())
-    gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
-    _, est_gpu = estimate_zero2_model_states_mem_needs(n_total, gpus_per_node, max(1, world_size // gpus_per_node),
-                                                       cpu_offload=offload)
+    zero = ds_config.get("zero_optimization", {})
+    offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
+    est_gpu = estimate_model_state_memory(model, zero_stage, offload,
+                                          zero.get("offload_param", {}).get("device", "none") != "none", world_size)
 
     def make_optimizer(params):
         if offload:
@@ -676,6 +692,8 @@ def run(argv):
             return DeepSpeedCPUAdam(params, lr=C.learning_rate, betas=(C.beta1, C.beta2), adamw_mode=True)
         return torch.optim.AdamW(params, lr=C.learning_rate, betas=(C.beta1, C.beta2), fused=on_gpu)
 
+    if zero_stage == 3:  # the loss head reads the tied embedding outside its own module: gather it for GPT.forward
+        deepspeed.zero.register_external_parameter(model, model.transformer.wte.weight)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.param_groups(C.weight_decay),
                                                    optimizer=make_optimizer, config=ds_config)
     monitor = engine.monitor
@@ -713,7 +731,7 @@ def run(argv):
                f"{' with optimizer offload' if offload else ''}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
-        print0(f"memory: DeepSpeed estimates {est_gpu / 2 ** 30:.1f} GiB of model states per GPU (+ activations)")
+        print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per GPU (+ activations)")
         sizes = [f"{n} ({w:.0%}): {len(splits['train'][n][0]):,} train / {len(splits['val'][n][0]):,} val tokens"
                  for n, w in datasets]
         print0(f"data: {'; '.join(sizes)}")
