@@ -337,8 +337,10 @@ def convert_to_universal(out_dir, tag, log=print):
     from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
     src = os.path.join(out_dir, tag)
     dst = universal_dir(out_dir, tag)
-    if read_marker(dst) is not None:
-        log(f"using the universal checkpoint made earlier in {dst}")
+    marker = read_marker(src)
+    done = read_marker(dst)
+    if done is not None and done.get("saved_at") == marker["saved_at"]:
+        log(f"using the universal checkpoint made earlier from this {tag} in {dst}")
         return dst
     tmp = dst + ".part"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -352,10 +354,6 @@ def convert_to_universal(out_dir, tag, log=print):
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: {e}); "
                               "resume on the GPU count it was saved with") from None
-    marker = read_marker(src)
-    for name in os.listdir(src):  # our own per-run files ride along
-        if name.startswith("rank_") or name == COMPLETE:
-            shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
     with open(os.path.join(tmp, COMPLETE), "w") as f:
         json.dump({**marker, "converted_from": src, "conversion_seconds": time.time() - t0}, f, indent=1)
     if os.path.exists(dst):

@@ -624,6 +624,9 @@ def run(argv):
 
     import checkpoint as ckpt
     resume_tag, resume_marker, context = resolve_init(C)
+    if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
+        raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
+                         f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
     if C.block_size > context:
         raise InputError(f"block_size {C.block_size} exceeds the model's context of {context} tokens; use "
                          f"--block_size={context} or less")
