@@ -1,0 +1,39 @@
+"""A long run of a very small model with frequent evals and saves: host memory and open files stay flat,
+and retention leaves exactly the tags it should."""
+import csv
+import os
+
+import pytest
+
+import checkpoint as ckpt
+from conftest import assert_ok, eval_losses, launch
+
+pytestmark = pytest.mark.slow
+ITERS = 220
+
+
+def series(out, name):
+    with open(os.path.join(out, "logs", "csv", f"{name}.csv")) as f:
+        return {int(r[0]): float(r[1]) for r in csv.reader(f) if r and r[0] != "step"}
+
+
+def test_long_run_is_flat_and_retention_exact(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    proc = launch(["config/cpu_tiny.py", f"--dataset={shakespeare}", f"--out_dir={out}", "--n_layer=1",
+                   "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2", "--gradient_accumulation_steps=1",
+                   f"--max_iters={ITERS}", "--eval_interval=10", "--eval_iters=2", "--keep_last_n=2",
+                   "--always_save_checkpoint=True", "--warmup_iters=10", "--plot=False"], timeout=900)
+    assert_ok(proc)
+    assert len(eval_losses(proc.stdout)) == ITERS // 10 + 1
+    assert proc.stdout.count("saved iter_") == ITERS // 10 - 1
+    rss, files = series(str(out), "Host_rss_mib"), series(str(out), "Host_open_files")
+    assert sorted(rss) == list(range(1, ITERS + 1))
+    assert rss[ITERS] - rss[50] < max(0.05 * rss[50], 24), (rss[50], rss[ITERS])  # no leak per step or per save
+    assert files[ITERS] <= files[50] + 2, (files[50], files[ITERS])
+    tags = {name for name in os.listdir(out) if not name.startswith(("logs", "config.json", "zero_to_", "latest"))}
+    best = ckpt.read_marker(str(out / "best"))["iteration"]
+    assert tags == {f"iter_{ITERS - 20}", f"iter_{ITERS - 10}", "best", "final"}, tags
+    assert best >= ITERS - 20  # the loss still falls at the end, so best is recent
+    assert ckpt.read_latest(str(out)) == "final"
+    distinct = sum(ckpt.dir_bytes(str(out / t)) for t in ("final", f"iter_{ITERS - 20}", f"iter_{ITERS - 10}"))
+    assert ckpt.dir_bytes(str(out)) < distinct * 1.05 + 2e6  # best shares the files of the tag it was saved with
