@@ -36,6 +36,7 @@ eval_iters = -1  # fixed windows of block_size tokens evaluated per split, sprea
 log_interval = 1
 always_save_checkpoint = False  # save iter_N at every eval, not only when val loss improves
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
+save_checkpoints = True  # False writes no checkpoint at all (benchmarks, dry runs)
 max_runtime = 0.0  # hours; when reached, save and exit like on SIGTERM (0 = no limit)
 patience = 0  # stop after this many evals without val improvement (0 = never)
 # data
@@ -380,6 +381,34 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
         print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then saving a checkpoint "
               "(send it again to stop without saving)", file=sys.stderr, flush=True)
+
+
+class StepTimer:
+    """Time of the optimizer step (engine.step() at the accumulation boundary: the last gradient reduction,
+    clipping, AdamW, the parameter all-gather), with CUDA events on the GPU."""
+
+    def __init__(self, on_gpu):
+        self.on_gpu = on_gpu
+        if on_gpu:
+            self.begin, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def start(self):
+        if self.on_gpu:
+            self.begin.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self):
+        if self.on_gpu:
+            self.end.record()
+        else:
+            self.t1 = time.perf_counter()
+
+    def milliseconds(self):
+        if self.on_gpu:
+            self.end.synchronize()
+            return self.begin.elapsed_time(self.end)
+        return (self.t1 - self.t0) * 1000
 
 
 def rng_state():
@@ -744,6 +773,8 @@ def run(argv):
 
     # ---- checkpointing
     def save(tag, also=(), update_latest=True):
+        if not C.save_checkpoints:
+            return
         client_state = {"loop": dict(state), "config": cfg, "model_config": vars(model.config).copy()}
         marker = {"iteration": state["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": C.dtype,
                   "model_config": vars(model.config).copy(), "config": cfg}
@@ -768,6 +799,7 @@ def run(argv):
     import psutil
     process = psutil.Process()
     stop = StopFlag()
+    step_timer = StepTimer(on_gpu)
     batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, C.seed, rank, device)
     lr_decay_iters = C.lr_decay_iters or C.max_iters
     t_start = time.time()
@@ -832,6 +864,7 @@ def run(argv):
         mean_loss = flags[0] / world_size
         stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT", "max_runtime"), flags[1:]) if n > 0), None)
         nonfinite = not math.isfinite(mean_loss)
+        step_timer.start()
         try:
             engine.step()
         except Exception as e:
@@ -841,6 +874,7 @@ def run(argv):
                    "overflow: training has diverged. Nothing new was saved. Try a lower --learning_rate, "
                    "--dtype=bfloat16, or resume from an earlier checkpoint", file=sys.stderr)
             raise EndRun(EXIT_DIVERGED)
+        step_timer.stop()
         applied = engine.was_step_applied()
         if nonfinite and applied:
             raise RuntimeError("a non-finite loss reached the optimizer; DeepSpeed should have skipped this step")
@@ -865,10 +899,14 @@ def run(argv):
             grad_norm = engine.get_global_grad_norm()
             scale = optimizer.loss_scale if C.dtype == "float16" else None
             eta = format_duration((C.max_iters - it - 1) * dt_avg)
+            opt_ms = step_timer.milliseconds()
             fields = [f"iter {it + 1}/{C.max_iters}", f"loss {mean_loss:.4f}", f"lr {lr:.2e}", f"{dt * 1000:.0f} ms",
                       f"{tok_s:,.0f} tok/s/gpu"]
             if mfu is not None:
                 fields.append(f"MFU {mfu:.1%}")
+            fields.append(f"opt {opt_ms:.0f} ms")
+            if on_gpu:
+                fields.append(f"mem {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB")
             if scale is not None:
                 fields.append(f"scale {scale:.0f}")
             if grad_norm is not None and math.isfinite(grad_norm):
@@ -885,6 +923,7 @@ def run(argv):
                 events.append(("Train/grad_norm", grad_norm, it + 1))
             if scale is not None:
                 events.append(("Train/loss_scale", scale, it + 1))
+            events.append(("Train/optimizer_step_ms", opt_ms, it + 1))
             if on_gpu:
                 events.append(("Train/gpu_mem_gib", torch.cuda.max_memory_allocated(device) / 2 ** 30, it + 1))
             events += [("Host/rss_mib", process.memory_info().rss / 2 ** 20, it + 1),

@@ -9,7 +9,7 @@ import checkpoint as ckpt
 from conftest import assert_ok, eval_losses, launch
 
 pytestmark = pytest.mark.slow
-ITERS = 220
+ITERS = 300
 
 
 def series(out, name):
@@ -28,8 +28,11 @@ def test_long_run_is_flat_and_retention_exact(shakespeare, tmp_path):
     assert proc.stdout.count("saved iter_") == ITERS // 10 - 1
     rss, files = series(str(out), "Host_rss_mib"), series(str(out), "Host_open_files")
     assert sorted(rss) == list(range(1, ITERS + 1))
-    assert rss[ITERS] - rss[50] < max(0.05 * rss[50], 24), (rss[50], rss[ITERS])  # no leak per step or per save
-    assert files[ITERS] <= files[50] + 2, (files[50], files[ITERS])
+    # the allocator settles in the first ~150 iterations (seen: +80 MiB, then flat); after that, no growth per step
+    # or per save
+    half = ITERS // 2
+    assert rss[ITERS] - rss[half] < max(0.03 * rss[half], 16), (rss[half], rss[ITERS])
+    assert files[ITERS] == files[half] == files[20], (files[20], files[half], files[ITERS])
     tags = {name for name in os.listdir(out) if not name.startswith(("logs", "config.json", "zero_to_", "latest"))}
     best = ckpt.read_marker(str(out / "best"))["iteration"]
     assert tags == {f"iter_{ITERS - 20}", f"iter_{ITERS - 10}", "best", "final"}, tags

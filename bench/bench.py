@@ -1,0 +1,280 @@
+"""
+Throughput of train_deepspeed.py (the real script: same engine, same config path) on GPT-2 XL shapes from random
+initialisation (the compute of the pretrained model; its weights are not needed), seq 1024, ZeRO-2, against the
+peer (bench/peer.py: transformers' GPT2LMHeadModel in the same DeepSpeed engine).
+
+    python bench/bench.py                                  # the default plan on this machine's GPUs
+    python bench/bench.py --runs ours-bf16-4,peer-bf16-4   # chosen runs (names: --list)
+    python bench/bench.py --runs ours-bf16-1 --set compile=False --set batch_size=12   # an experiment
+    python bench/bench.py --cpu --out /tmp/bench           # tiny CPU mode (CI keeps the script working)
+
+Each run is its own `deepspeed` launch; its output lines are time-stamped as they arrive. Per run: tokens/s per
+GPU, MFU, step time and optimizer-step time (median over the iterations after the first 3), peak GPU memory,
+time from launch to the first optimizer step, eval time of the whole val split and checkpoint-save time where the
+run does them. With --concurrent, runs that need fewer GPUs than the machine has share it, each on its own GPUs
+(the host's CPUs and PCIe are shared; the table says which runs overlapped). Results: bench/results/<date>-<card>
+.json and .md (--out to write elsewhere).
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+XL = ["--init_from=scratch", "--n_layer=48", "--n_head=25", "--n_embd=1600", "--block_size=1024",
+      "--dataset=shakespeare", "--eval_iters=-1", "--csv_log=False", "--plot=False", "--learning_rate=1e-4"]
+WARMUP = 3
+
+
+def ours(gpus, dtype, batch_size=16, target=128, iters=8, save=False, extra=()):
+    args = [*XL, f"--dtype={dtype}", f"--batch_size={batch_size}", f"--target_batch_size={target}",
+            f"--max_iters={iters}", f"--eval_interval={iters}", f"--save_checkpoints={save}", *extra]
+    return {"kind": "ours", "gpus": gpus, "dtype": dtype, "batch_size": batch_size, "target": target, "args": args}
+
+
+def peer(gpus, dtype, batch_size=8, target=128, iters=8, save=False):
+    args = [f"--dtype={dtype}", f"--batch_size={batch_size}", f"--target_batch_size={target}", f"--max_iters={iters}"]
+    return {"kind": "peer", "gpus": gpus, "dtype": dtype, "batch_size": batch_size, "target": target, "args": args,
+            "save": save}
+
+
+RUNS = {
+    **{f"ours-{d}-{g}": ours(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 2, 4)},
+    **{f"peer-{d}-{g}": peer(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 4)},
+    "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=5),  # the guide's literal micro-batch 1 x 32
+    "ours-fp16-4-save": ours(4, "float16", iters=5, save=True),
+    "peer-fp16-4-save": peer(4, "float16", iters=5, save=True),
+    "ours-xl-24gb-2": dict(ours(2, "float16", iters=5, extra=["config/xl_24gb_2gpus.py"]), batch_size=None),
+    "ours-xl-24gb-offload-1": dict(ours(1, "float16", iters=4, extra=["config/xl_24gb_offload_1gpu.py"]),
+                                   batch_size=None),
+}
+DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "peer-bf16-4", "peer-fp16-4", "ours-fp16-4-guide", "ours-bf16-2",
+                "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(run, gpu_ids, cpu):
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", f"--master_port={free_port()}"]
+    launcher += [f"--num_gpus={run['gpus']}"] if cpu else [f"--include=localhost:{','.join(map(str, gpu_ids))}"]
+    if run["kind"] == "peer":
+        args = list(run["args"])
+        if run.get("save"):
+            args.append(f"--save_dir=/tmp/bench-peer-{os.getpid()}")
+        return launcher + ["bench/peer.py", *args]
+    # config files (bare arguments) must come before --key=value overrides
+    files = [a for a in run["args"] if not a.startswith("--")]
+    keys = [a for a in run["args"] if a.startswith("--")]
+    out_dir = f"--out_dir=/tmp/bench-{os.getpid()}-{run['name']}"
+    return launcher + ["train_deepspeed.py", *files, *keys, out_dir]
+
+
+def parse(lines):
+    """Summary of one run from its (seconds since launch, line) pairs."""
+    iters, first_step, evals, saved, errors = [], None, [], None, []
+    for t, line in lines:
+        m = re.match(r"iter (\d+)/\d+ \| loss (\S+) \| lr \S+ \| (\d+) ms \| ([\d,]+) tok/s/gpu(.*)", line)
+        if m:
+            rest = m.group(5)
+            mfu = re.search(r"MFU (\S+)%", rest)
+            opt = re.search(r"opt (\d+) ms", rest)
+            mem = re.search(r"mem (\S+) GiB", rest)
+            iters.append({"iter": int(m.group(1)), "loss": float(m.group(2)), "ms": int(m.group(3)),
+                          "tok_s_gpu": float(m.group(4).replace(",", "")),
+                          "mfu": float(mfu.group(1)) / 100 if mfu else None,
+                          "opt_ms": int(opt.group(1)) if opt else None, "mem_gib": float(mem.group(1)) if mem else None,
+                          "skipped": "skipped" in rest})
+            if first_step is None:
+                first_step = t
+        m = re.match(r"eval \d+: .*\| ([\d.]+)s$", line)
+        if m:
+            evals.append(float(m.group(1)))
+        m = re.match(r"saved \S+(?: \+ \S+)* in ([\d.]+)s \(([\d.]+) GiB", line)
+        if m:
+            saved = {"seconds": float(m.group(1)), "gib": float(m.group(2))}
+        if "out of memory" in line.lower() or line.startswith("error:") or "Error" in line:
+            errors.append(line.strip())
+    timed = [i for i in iters if i["iter"] > WARMUP and not i["skipped"]] or iters[-1:]
+    med = lambda key: statistics.median(i[key] for i in timed) if timed and timed[0][key] is not None else None
+    status = "ok" if iters else ("out of memory" if any("out of memory" in e.lower() for e in errors) else "failed")
+    return {"status": status, "iterations": len(iters), "tok_s_gpu": med("tok_s_gpu"), "mfu": med("mfu"),
+            "step_ms": med("ms"), "opt_ms": med("opt_ms"),
+            "peak_mem_gib": max((i["mem_gib"] for i in iters if i["mem_gib"] is not None), default=None),
+            "launch_to_first_step_s": first_step, "eval_s": evals[-1] if evals else None, "save": saved,
+            "losses": [i["loss"] for i in iters], "errors": errors[-3:]}
+
+
+def execute(run, gpu_ids, cpu, timeout, log_dir):
+    """Run one launch; returns its summary. Output goes to log_dir/<name>.log."""
+    cmd = command(run, gpu_ids, cpu)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    t0 = time.time()
+    started = t0
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    killer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    killer.start()
+    with open(os.path.join(log_dir, f"{run['name']}.log"), "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        for line in proc.stdout:
+            lines.append((time.time() - t0, line.rstrip("\n")))
+            log.write(f"[{time.time() - t0:7.1f}s] {line}")
+    proc.wait()
+    killer.cancel()
+    summary = parse(lines)
+    summary.update(name=run["name"], kind=run["kind"], gpus=run["gpus"], dtype=run["dtype"],
+                   batch_size=run["batch_size"], target_batch_size=run["target"], gpu_ids=gpu_ids,
+                   exit_code=proc.returncode, wall_s=round(time.time() - t0, 1), command=" ".join(cmd[3:]),
+                   started=started, ended=time.time())
+    if proc.returncode != 0 and summary["status"] == "ok":
+        summary["status"] = f"exit {proc.returncode}"
+    return summary
+
+
+def environment(cpu):
+    import torch
+    import deepspeed
+    import transformers
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "torch": torch.__version__, "deepspeed": deepspeed.__version__, "transformers": transformers.__version__,
+           "python": sys.version.split()[0], "cuda": torch.version.cuda}
+    if cpu:
+        env["card"] = "CPU (DeepSpeed CPU accelerator)"
+        return env
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip().splitlines()
+    env.update(card=smi[0].split(", ")[0], driver=smi[0].split(", ")[1], memory=smi[0].split(", ")[2],
+               gpus_on_machine=len(smi))
+    from model import peak_flops
+    env["peak_tflops_bf16"] = peak_flops(env["card"], torch.bfloat16) / 1e12
+    return env
+
+
+def markdown(env, results):
+    head = (f"GPT-2 XL shapes (1.56B, seq 1024), ZeRO-2, random init; {env['card']}; driver {env.get('driver', '-')}; "
+            f"torch {env['torch']}, DeepSpeed {env['deepspeed']}, CUDA {env['cuda']}, transformers "
+            f"{env['transformers']}; {env['date']}. Medians over iterations {WARMUP + 1}+; MFU against "
+            f"{env.get('peak_tflops_bf16', '-')} TFLOPS.\n\n")
+    rows = ["| run | GPUs | dtype | micro x accum | tokens/s/GPU | MFU | step ms | optimizer ms | peak GiB | "
+            "launch -> 1st step s | eval s | save s (GiB) | status |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "-" if v is None else format(v, f)
+    for r in results:
+        ga = r["target_batch_size"] // (r["batch_size"] * r["gpus"]) if r["batch_size"] else None
+        mb = f"{r['batch_size']} x {ga}" if ga else "config"
+        save = f"{r['save']['seconds']:.1f} ({r['save']['gib']:.1f})" if r.get("save") else "-"
+        rows.append(f"| {r['name']} | {r['gpus']} | {r['dtype']} | {mb} | {fmt(r['tok_s_gpu'], ',.0f')} | "
+                    f"{fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {fmt(r['step_ms'], '.0f')} | {fmt(r['opt_ms'], '.0f')} | "
+                    f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['launch_to_first_step_s'], '.0f')} | "
+                    f"{fmt(r['eval_s'], '.2f')} | {save} | {r['status']} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", help="comma-separated run names (default: the default plan)")
+    parser.add_argument("--set", action="append", default=[], help="key=value added to every run of ours")
+    parser.add_argument("--concurrent", action="store_true", help="runs of fewer GPUs share the machine")
+    parser.add_argument("--timeout", type=int, default=420, help="seconds per run")
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--tag", default="", help="added to the result file names")
+    parser.add_argument("--cpu", action="store_true", help="tiny model, 2 CPU processes (CI)")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(RUNS))
+        return
+    if args.cpu:
+        plan = [dict(ours(2, "float32", batch_size=4, target=16, iters=5), name="ours-cpu-tiny")]
+        plan[0]["args"] = ["config/cpu_tiny.py", *[a for a in plan[0]["args"] if not a.startswith(
+            ("--n_layer", "--n_head", "--n_embd", "--block_size", "--init_from", "--dataset", "--learning_rate"))],
+            "--eval_iters=4", f"--dataset={os.environ.get('BENCH_DATASET', 'shakespeare')}"]
+        n_gpus = 2
+    else:
+        names = args.runs.split(",") if args.runs else DEFAULT_PLAN
+        unknown = [n for n in names if n not in RUNS]
+        if unknown:
+            sys.exit(f"error: unknown runs {unknown}; see --list")
+        plan = [dict(RUNS[n], name=n) for n in names]
+        import torch
+        n_gpus = torch.cuda.device_count()
+    for run in plan:
+        if run["kind"] == "ours":
+            run["args"] = run["args"] + [f"--{kv}" for kv in args.set]
+    os.makedirs(args.out, exist_ok=True)
+    env = environment(args.cpu)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    card = re.sub(r"[^A-Za-z0-9]+", "-", env["card"]).strip("-").lower()
+    base = os.path.join(args.out, f"{stamp}-{card}{'-' + args.tag if args.tag else ''}")
+    log_dir = base + "-logs"
+    os.makedirs(log_dir, exist_ok=True)
+
+    results, lock = [], threading.Lock()
+    free = list(range(n_gpus))
+    pending = list(plan)
+    threads = []
+
+    def worker(run, ids):
+        summary = execute(run, ids, args.cpu, args.timeout, log_dir)
+        with lock:
+            results.append(summary)
+            free.extend(ids)
+        print(f"{summary['name']}: {summary['status']}, {summary['tok_s_gpu']} tok/s/gpu, MFU {summary['mfu']}, "
+              f"peak {summary['peak_mem_gib']} GiB, first step {summary['launch_to_first_step_s']}s", flush=True)
+
+    while pending or threads:
+        with lock:
+            startable = None
+            for run in pending:
+                if run["gpus"] <= len(free) and (args.concurrent or not threads):
+                    startable = run
+                    break
+                if not args.concurrent:
+                    break
+            if startable is not None:
+                pending.remove(startable)
+                ids = sorted(free)[:startable["gpus"]]
+                for i in ids:
+                    free.remove(i)
+                t = threading.Thread(target=worker, args=(startable, ids), name=startable["name"])
+                t.start()
+                threads.append(t)
+                continue
+        for t in list(threads):
+            if not t.is_alive():
+                threads.remove(t)
+        if pending and startable is None and any(r["gpus"] > n_gpus for r in pending):
+            sys.exit(f"error: a run needs more than the {n_gpus} GPUs here")
+        time.sleep(0.5)
+
+    order = {run["name"]: i for i, run in enumerate(plan)}
+    results.sort(key=lambda r: order[r["name"]])
+    for r in results:
+        r["overlapped_with"] = [o["name"] for o in results
+                                if o is not r and o["started"] < r["ended"] and r["started"] < o["ended"]]
+    with open(base + ".json", "w") as f:
+        json.dump({"environment": env, "runs": results, "set": args.set}, f, indent=1)
+    table = markdown(env, results)
+    with open(base + ".md", "w") as f:
+        f.write(table)
+    print(table)
+    print(f"wrote {base}.json, {base}.md and {log_dir}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Proof on real GPUs (CI has none): the real launcher on 2 GPUs trains a GPT-2-medium-sized model from scratch on
+# Tiny Shakespeare in fp16 and in bf16, evaluates, checkpoints, resumes exactly; then GPT-2 XL shapes for a few
+# iterations.
+#
+#   bench/gpu_check.sh                   # GPUs 0,1; logs and summary.md under bench/results/gpu_check-<date>/
+#   GPUS=2,3 RESULTS=/tmp/x bench/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GPUS=${GPUS:-0,1}
+RESULTS=${RESULTS:-bench/results/gpu_check-$(date -u +%Y-%m-%d)}
+WORK=${WORK:-/tmp/gpu_check}
+mkdir -p "$RESULTS" "$WORK"
+[[ -f data/shakespeare/train.bin ]] || python3 data/shakespeare/prepare.py || exit 1
+
+MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
+        --target_batch_size=64 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
+        --lr_decay_iters=40 --eval_interval=20 --eval_iters=-1 --always_save_checkpoint=True --plot=False)
+run() {  # name, then arguments for train_deepspeed.py
+    local name=$1; shift
+    echo "== $name: train_deepspeed.py $*"
+    deepspeed --include="localhost:$GPUS" --master_port=$((29500 + RANDOM % 1000)) train_deepspeed.py "$@" \
+        >"$RESULTS/$name.log" 2>&1
+    echo "   exit $?"
+}
+rm -rf "$WORK"/*
+run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-a"
+run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b"
+run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume
+run bf16-straight "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=40 --out_dir="$WORK/bf16"
+run xl-fp16 --init_from=scratch --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=16 --target_batch_size=64 \
+    --dtype=float16 --max_iters=4 --eval_interval=4 --eval_iters=8 --out_dir="$WORK/xl" --save_checkpoints=False
+
+python3 - "$RESULTS" "$WORK" "$GPUS" <<'EOF'
+import os, re, subprocess, sys
+results, work, gpus = sys.argv[1:]
+def log(name):
+    return open(os.path.join(results, f"{name}.log")).read()
+def losses(text):
+    return {int(m[1]): float(m[2]) for m in re.finditer(r"^iter (\d+)/\d+ \| loss (\S+)", text, re.M)}
+def scales(text):
+    return [float(m[1]) for m in re.finditer(r"\| scale (\d+)", text)]
+def evals(text):
+    return re.findall(r"^eval (\d+): train loss (\S+) \| val loss (\S+)", text, re.M)
+card = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", gpus.split(",")[0]],
+                      capture_output=True, text=True).stdout.strip()
+import torch, deepspeed
+out = [f"# GPU check: {card}, GPUs {gpus}; torch {torch.__version__}, DeepSpeed {deepspeed.__version__}; "
+       f"{subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}", ""]
+for name in ("fp16-straight", "bf16-straight"):
+    text = log(name)
+    l, e = losses(text), evals(text)
+    out.append(f"## {name} (GPT-2-medium shapes from scratch, 2 GPUs, 16 x 2 x 2 x 1024 tokens per iteration)")
+    out.append(f"- iterations logged: {len(l)}; loss at iteration 1: {l.get(1)}, at 40: {l.get(40)}")
+    out.append(f"- evals (iteration, train, val): {e}")
+    if scales(text):
+        s = scales(text)
+        out.append(f"- fp16 loss scale: first {s[0]:.0f}, last {s[-1]:.0f}, min {min(s):.0f}; "
+                   f"skipped (overflow) steps: {text.count('skipped (overflow)')}")
+    tags = sorted(os.listdir(os.path.join(work, name.split("-")[0] + ("-a" if name.startswith("fp16") else ""))))
+    out.append(f"- out_dir: {tags}")
+    tail = [x for x in text.splitlines() if x.startswith(("saved", "eval", "iter 40/"))][-3:]
+    out += [f"  - `{x}`" for x in tail]
+a, b = losses(log("fp16-straight")), losses(log("fp16-resumed"))
+common = sorted(set(a) & set(b))
+diff = max(abs(a[i] - b[i]) for i in common) if common else None
+out.append("## exact resume, fp16 (20 iterations, resume, 20 more, against 40 straight)")
+out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
+out.append(f"- largest per-iteration loss difference: {diff}")
+xl = log("xl-fp16")
+out.append("## GPT-2 XL shapes, fp16, 2 GPUs")
+out += [f"- `{x}`" for x in xl.splitlines() if x.startswith(("model:", "batch:", "memory:", "iter ", "eval ", "measured"))]
+open(os.path.join(results, "summary.md"), "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+EOF

@@ -1,0 +1,13 @@
+# GPT-2 XL on 2 GPUs of 24 GB (the guide's minimum, 2 x RTX 3090), ZeRO-2 without offload:
+#   deepspeed --num_gpus=2 train_deepspeed.py config/xl_24gb_2gpus.py
+# Model states take ~18.7 GB per GPU (DeepSpeed's estimate); recomputing every block's activations in backward
+# leaves room for micro-batches of 4:
+#   4 x 16 x 2 GPUs x 1024 = 131,072 tokens per iteration (the guide's 128 sequences)
+out_dir = "out-shakespeare-xl-24gb"
+init_from = "gpt2-xl"
+batch_size = 4
+target_batch_size = 128
+gradient_checkpointing = -1
+dtype = "float16"
+max_iters = 20
+eval_interval = 5
