@@ -484,10 +484,12 @@ def evaluate(engine, data, starts, block_size, batch_size, rank, world_size, dev
 
 
 def evaluate_all(engine, splits, block_size, batch_size, rank, world_size, device):
-    """{'train': loss, 'val': loss} as weighted means over datasets, plus per-dataset entries when mixing."""
+    """({'train': loss, 'val': loss, ...}, seconds spent on val). Losses are weighted means over datasets, with
+    per-dataset entries when mixing."""
     engine.eval()
-    out = {}
-    for split in ("train", "val"):
+    out, val_seconds = {}, 0.0
+    for split in ("val", "train"):
+        t0 = time.time()
         mean = 0.0
         for name, (data, weight, starts) in splits[split].items():
             loss = evaluate(engine, data, starts, block_size, batch_size, rank, world_size, device)
@@ -495,8 +497,10 @@ def evaluate_all(engine, splits, block_size, batch_size, rank, world_size, devic
             if len(splits[split]) > 1:
                 out[f"{split}/{name}"] = loss
         out[split] = mean
+        if split == "val":
+            val_seconds = time.time() - t0  # evaluate() ends in an all-reduce read on the host: the work is done
     engine.train()
-    return out
+    return {k: out[k] for k in sorted(out, key=lambda k: (not k.startswith("train"), k))}, val_seconds
 
 
 # -----------------------------------------------------------------------------
@@ -672,9 +676,12 @@ def run(argv):
     datasets = parse_datasets(C.dataset)
     splits = {"train": {}, "val": {}}
     for name, weight in datasets:
-        for split in ("train", "val"):
-            data = load_split(name, split, C.block_size, vocab_size)
-            splits[split][name] = (data, weight, eval_starts(len(data), C.block_size, C.eval_iters))
+        val = load_split(name, "val", C.block_size, vocab_size)
+        val_starts = eval_starts(len(val), C.block_size, C.eval_iters)
+        train = load_split(name, "train", C.block_size, vocab_size)
+        splits["val"][name] = (val, weight, val_starts)
+        # the train loss is estimated on as many windows as val gets, spread over the (often far larger) train split
+        splits["train"][name] = (train, weight, eval_starts(len(train), C.block_size, len(val_starts)))
 
     # ---- the process group, with the timeout actually applied to it
     import deepspeed
@@ -814,7 +821,7 @@ def run(argv):
         # evaluate (and checkpoint); a resumed run already did this for its first iteration
         if (it % C.eval_interval == 0 or last_step) and not (resume_marker is not None and it == start_iter):
             t_eval = time.time()
-            losses = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
+            losses, val_seconds = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
             improved = losses["val"] < state["best_val_loss"]
             if improved:
                 state["best_val_loss"] = losses["val"]
@@ -823,7 +830,8 @@ def run(argv):
                 state["evals_without_improvement"] += 1
             extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
             print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
-                   f"val ppl {math.exp(min(losses['val'], 50)):.2f}{extra} | {time.time() - t_eval:.2f}s")
+                   f"val ppl {math.exp(min(losses['val'], 50)):.2f}{extra} | {val_seconds:.2f}s val, "
+                   f"{time.time() - t_eval:.2f}s total")
             monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] +
                                  [("Eval/val_ppl", math.exp(min(losses["val"], 50)), it)])
             early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience

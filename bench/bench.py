@@ -29,6 +29,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 XL = ["--init_from=scratch", "--n_layer=48", "--n_head=25", "--n_embd=1600", "--block_size=1024",
       "--dataset=shakespeare", "--eval_iters=-1", "--csv_log=False", "--plot=False", "--learning_rate=1e-4"]
 WARMUP = 3
@@ -98,7 +99,7 @@ def parse(lines):
                           "skipped": "skipped" in rest})
             if first_step is None:
                 first_step = t
-        m = re.match(r"eval \d+: .*\| ([\d.]+)s$", line)
+        m = re.match(r"eval \d+: .*\| ([\d.]+)s val", line)
         if m:
             evals.append(float(m.group(1)))
         m = re.match(r"saved \S+(?: \+ \S+)* in ([\d.]+)s \(([\d.]+) GiB", line)

@@ -45,10 +45,10 @@ def main():
     ds = T.fill_ds_config(T.load_ds_config(args.deepspeed_config), cfg, mb, ga, world, "/tmp/peer")
     shape = GPT2_SIZES[args.model]
     hf_config = GPT2Config(n_positions=1024, vocab_size=50257, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                           **shape)
+                           attn_implementation="sdpa", **shape)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = GPT2LMHeadModel(hf_config, attn_implementation="sdpa").to(ptdtype)
+        model = GPT2LMHeadModel(hf_config).to(ptdtype)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=ds,
         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-5, betas=(0.9, 0.95), weight_decay=0.1, fused=True))
@@ -103,7 +103,7 @@ def main():
     dist.all_reduce(total)
     if rank == 0:
         print(f"eval {args.max_iters}: val loss {(total[0] / total[1]).item():.4f} | {len(starts)} windows | "
-              f"{time.time() - t0:.2f}s", flush=True)
+              f"{time.time() - t0:.2f}s val", flush=True)
     if args.save_dir:
         dist.barrier()
         t0 = time.time()

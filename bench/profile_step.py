@@ -1,0 +1,99 @@
+"""
+Where the time of a training micro-step goes: model.py's GPT-2 XL (random init, bf16, one GPU, no DeepSpeed),
+forward + backward of one micro-batch under torch.profiler, GPU kernel time grouped by kind; then each of the
+model's matmul shapes timed alone, against the card's peak.
+
+    python bench/profile_step.py --batch_size 16 [--compile]
+"""
+import argparse
+import collections
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
+
+KINDS = [("attention", ("flash", "fmha", "cudnn", "attn", "sdpa")),
+         ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
+         ("loss head (softmax/exp/logsumexp)", ("logsumexp", "exp_", "softmax", "scatter", "gather")),
+         ("layernorm", ("layer_norm", "layernorm")),
+         ("gelu", ("gelu",)),
+         ("fused by inductor", ("triton",))]
+
+
+def kind_of(name):
+    low = name.lower()
+    for kind, keys in KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other elementwise / copies"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    config = GPTConfig(**GPT2_SIZES["gpt2-xl"])
+    with torch.device("cuda"):
+        model = GPT(config).to(torch.bfloat16)
+    if args.compile:
+        for block in model.transformer.h:
+            block.compile()
+    x = torch.randint(0, 50257, (args.batch_size, 1024), device="cuda")
+
+    def step():
+        _, loss = model(x, targets=x)
+        loss.backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        step()
+    end.record()
+    end.synchronize()
+    ms = start.elapsed_time(end) / 3
+    tokens = args.batch_size * 1024
+    peak = peak_flops(torch.cuda.get_device_name(), torch.bfloat16)
+    print(f"forward+backward of {args.batch_size} x 1024 tokens: {ms:.1f} ms, "
+          f"{tokens / ms * 1000:,.0f} tok/s, MFU {tokens / ms * 1000 * flops_per_token(config) / peak:.1%}"
+          f"{' (compiled blocks)' if args.compile else ''}")
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    totals = collections.Counter()
+    for evt in prof.key_averages():
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            totals[kind_of(evt.key)] += evt.self_device_time_total / 1000
+    busy = sum(totals.values())
+    print(f"GPU kernel time {busy:.1f} ms:")
+    for kind, t in totals.most_common():
+        print(f"  {kind:40} {t:8.1f} ms  {t / busy:6.1%}")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=70))
+
+    M, d = tokens, config.n_embd
+    shapes = {"qkv": (M, d, 3 * d), "attn proj": (M, d, d), "mlp fc": (M, d, 4 * d), "mlp proj": (M, 4 * d, d),
+              "head (chunk 4096)": (4096, d, config.padded_vocab_size)}
+    for name, (m, k, n) in shapes.items():
+        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        start.record()
+        for _ in range(20):
+            a @ b
+        end.record()
+        end.synchronize()
+        t = start.elapsed_time(end) / 20
+        print(f"matmul {name:18} {m}x{k}x{n}: {t:.3f} ms, {2 * m * k * n / t / 1e9:.0f} TFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
