@@ -346,7 +346,8 @@ def convert_to_universal(out_dir, tag, log=print):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     t0 = time.time()
-    args = Namespace(input_folder=src, output_folder=tmp, num_extract_workers=1, num_merge_workers=1,
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2))  # each worker holds one optimizer shard in memory
+    args = Namespace(input_folder=src, output_folder=tmp, num_extract_workers=workers, num_merge_workers=workers,
                      keep_temp_folder=False, strict=True, inject_missing_state=False)
     try:
         ds_to_universal(args)

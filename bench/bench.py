@@ -31,13 +31,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 XL = ["--init_from=scratch", "--n_layer=48", "--n_head=25", "--n_embd=1600", "--block_size=1024",
-      "--dataset=shakespeare", "--eval_iters=-1", "--csv_log=False", "--plot=False", "--learning_rate=1e-4"]
+      "--dataset=shakespeare", "--eval_iters=-1", "--csv_log=False", "--plot=False"]
 WARMUP = 3
 
 
 def ours(gpus, dtype, batch_size=16, target=128, iters=8, save=False, extra=()):
-    args = [*XL, f"--dtype={dtype}", f"--batch_size={batch_size}", f"--target_batch_size={target}",
-            f"--max_iters={iters}", f"--eval_interval={iters}", f"--save_checkpoints={save}", *extra]
+    """A run of train_deepspeed.py; batch_size None keeps the batch settings of a config file in `extra`."""
+    batch = [f"--batch_size={batch_size}", f"--target_batch_size={target}"] if batch_size else []
+    args = [*XL, f"--dtype={dtype}", *batch, f"--max_iters={iters}", f"--eval_interval={iters}",
+            f"--save_checkpoints={save}", *extra]
     return {"kind": "ours", "gpus": gpus, "dtype": dtype, "batch_size": batch_size, "target": target, "args": args}
 
 
@@ -50,12 +52,13 @@ def peer(gpus, dtype, batch_size=8, target=128, iters=8, save=False):
 RUNS = {
     **{f"ours-{d}-{g}": ours(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 2, 4)},
     **{f"peer-{d}-{g}": peer(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 4)},
-    "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=5),  # the guide's literal micro-batch 1 x 32
+    "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=7),  # the guide's literal micro-batch 1 x 32
     "ours-fp16-4-save": ours(4, "float16", iters=5, save=True),
     "peer-fp16-4-save": peer(4, "float16", iters=5, save=True),
-    "ours-xl-24gb-2": dict(ours(2, "float16", iters=5, extra=["config/xl_24gb_2gpus.py"]), batch_size=None),
-    "ours-xl-24gb-offload-1": dict(ours(1, "float16", iters=4, extra=["config/xl_24gb_offload_1gpu.py"]),
-                                   batch_size=None),
+    # GPT-2 XL with the GPU's memory capped at 24 GB, as on the guide's minimum cards
+    "ours-xl-24gb-2": ours(2, "float16", None, iters=7, extra=["config/xl_24gb_2gpus.py", "--max_gpu_memory_gb=24"]),
+    "ours-xl-24gb-offload-1": ours(1, "float16", None, iters=8,
+                                   extra=["config/xl_24gb_offload_1gpu.py", "--max_gpu_memory_gb=24"]),
 }
 DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "peer-bf16-4", "peer-fp16-4", "ours-fp16-4-guide", "ours-bf16-2",
                 "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
@@ -73,12 +76,12 @@ def command(run, gpu_ids, cpu):
     if run["kind"] == "peer":
         args = list(run["args"])
         if run.get("save"):
-            args.append(f"--save_dir=/tmp/bench-peer-{os.getpid()}")
+            args.append(f"--save_dir=/tmp/bench-{run['name']}")
         return launcher + ["bench/peer.py", *args]
     # config files (bare arguments) must come before --key=value overrides
     files = [a for a in run["args"] if not a.startswith("--")]
     keys = [a for a in run["args"] if a.startswith("--")]
-    out_dir = f"--out_dir=/tmp/bench-{os.getpid()}-{run['name']}"
+    out_dir = f"--out_dir=/tmp/bench-{run['name']}"
     return launcher + ["train_deepspeed.py", *files, *keys, out_dir]
 
 
@@ -114,6 +117,7 @@ def parse(lines):
             "step_ms": med("ms"), "opt_ms": med("opt_ms"),
             "peak_mem_gib": max((i["mem_gib"] for i in iters if i["mem_gib"] is not None), default=None),
             "launch_to_first_step_s": first_step, "eval_s": evals[-1] if evals else None, "save": saved,
+            "skipped_steps": sum(i["skipped"] for i in iters), "timed_iterations": [i["iter"] for i in timed],
             "losses": [i["loss"] for i in iters], "errors": errors[-3:]}
 
 
@@ -166,8 +170,9 @@ def environment(cpu):
     return env
 
 
-def markdown(env, results):
-    head = (f"GPT-2 XL shapes (1.56B, seq 1024), ZeRO-2, random init; {env['card']}; driver {env.get('driver', '-')}; "
+def markdown(env, results, cpu=False):
+    model = "tiny GPT-2 (config/cpu_tiny.py)" if cpu else "GPT-2 XL shapes (1.56B, seq 1024)"
+    head = (f"{model}, ZeRO-2, random init; {env['card']}; driver {env.get('driver', '-')}; "
             f"torch {env['torch']}, DeepSpeed {env['deepspeed']}, CUDA {env['cuda']}, transformers "
             f"{env['transformers']}; {env['date']}. Medians over iterations {WARMUP + 1}+; MFU against "
             f"{env.get('peak_tflops_bf16', '-')} TFLOPS.\n\n")
@@ -270,7 +275,7 @@ def main():
                                 if o is not r and o["started"] < r["ended"] and r["started"] < o["ended"]]
     with open(base + ".json", "w") as f:
         json.dump({"environment": env, "runs": results, "set": args.set}, f, indent=1)
-    table = markdown(env, results)
+    table = markdown(env, results, args.cpu)
     with open(base + ".md", "w") as f:
         f.write(table)
     print(table)

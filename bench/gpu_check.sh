@@ -28,6 +28,8 @@ run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK
 run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b"
 run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume
 run bf16-straight "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=40 --out_dir="$WORK/bf16"
+TRAIN_FAULT=nan@3:1 run bf16-nan "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=8 --eval_interval=100 --eval_iters=4 \
+    --out_dir="$WORK/nan" --save_checkpoints=False
 run xl-fp16 --init_from=scratch --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=16 --target_batch_size=64 \
     --dtype=float16 --max_iters=4 --eval_interval=4 --eval_iters=8 --out_dir="$WORK/xl" --save_checkpoints=False
 
@@ -67,6 +69,9 @@ diff = max(abs(a[i] - b[i]) for i in common) if common else None
 out.append("## exact resume, fp16 (20 iterations, resume, 20 more, against 40 straight)")
 out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
 out.append(f"- largest per-iteration loss difference: {diff}")
+nan = log("bf16-nan")
+out.append("## bf16, a NaN loss injected on rank 1 at iteration 4")
+out += [f"- `{x}`" for x in nan.splitlines() if x.startswith("iter ")]
 xl = log("xl-fp16")
 out.append("## GPT-2 XL shapes, fp16, 2 GPUs")
 out += [f"- `{x}`" for x in xl.splitlines() if x.startswith(("model:", "batch:", "memory:", "iter ", "eval ", "measured"))]
