@@ -9,7 +9,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 if [[ $phase == A ]]; then
     nvidia-smi topo -m > "$out/topology.txt" 2>&1
-    timeout 400 python3 bench/bench.py --runs ours-bf16-4,ours-fp16-4,peer-bf16-4,peer-fp16-4,ours-fp16-4-guide \
+    timeout 400 python3 bench/bench.py --runs ours-bf16-4,ours-fp16-4,peer-bf16-4,ours-fp16-4-guide \
         --tag 4gpu --out "$out" --timeout 150
     timeout 190 python3 bench/bench.py --runs ours-bf16-2,ours-bf16-1,ours-fp16-1,ours-fp16-2 --concurrent \
         --tag scaling --out "$out" --timeout 90
@@ -20,7 +20,7 @@ else
         --init_from=resume --out_dir=/tmp/bench-ours-fp16-4-save --dataset=shakespeare --batch_size=16 \
         --target_batch_size=128 --dtype=float16 --max_iters=9 --eval_interval=100 --eval_iters=-1 \
         --save_checkpoints=False --csv_log=False --plot=False; } > "$out/resume_4_to_2.log" 2>&1
-    timeout 120 python3 bench/bench.py --runs ours-xl-24gb-2 --tag 24gb --out "$out" --timeout 110
+    timeout 115 python3 bench/bench.py --runs ours-xl-24gb-2 --tag 24gb --out "$out" --timeout 110
     timeout 150 python3 bench/bench.py --runs ours-xl-24gb-offload-1 --tag offload --out "$out" --timeout 140
     wait
 fi
