@@ -753,6 +753,11 @@ def run(argv):
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
                              f"({type(e).__name__}: {e}); resume from another tag with --resume_tag=iter_N") from None
         state.update(client_state["loop"])
+        # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside
+        # the parameters
+        for param_state in getattr(optimizer, "optimizer", optimizer).state.values():
+            if torch.is_tensor(param_state.get("step")) and param_state["step"].device != device and on_gpu:
+                param_state["step"] = param_state["step"].to(device)
         if resume_marker["world_size"] == world_size:
             set_rng_state(ckpt.load_rank_state(os.path.join(load_dir, resume_tag), rank)["rng"])
         else:
