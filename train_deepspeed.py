@@ -32,7 +32,7 @@ out_dir = "out-shakespeare-xl"
 init_from = "gpt2-xl"  # 'scratch', 'resume', gpt2[-medium|-large|-xl], a Hugging Face dir, or a checkpoint dir[/tag]
 resume_tag = ""  # with init_from='resume': this tag instead of the one `latest` names
 eval_interval = 25  # iterations between evaluations (and checkpoints)
-eval_iters = -1  # fixed windows of block_size tokens evaluated per split, spread evenly; -1 = the whole split
+eval_iters = -1  # fixed val windows of block_size tokens, spread evenly (-1 = all of val); train gets as many
 log_interval = 1
 always_save_checkpoint = False  # save iter_N at every eval, not only when val loss improves
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
@@ -76,7 +76,7 @@ seed = 1337
 tensorboard_log = False
 wandb_log = False
 wandb_project = "gpt2-deepspeed"
-wandb_run_name = ""
+wandb_group = ""  # wandb run group (DeepSpeed's wandb monitor names runs itself)
 csv_log = True  # DeepSpeed's CSV monitor under out_dir/logs; the loss plot reads it
 plot = True  # write out_dir/loss.png at the end of the run
 # -----------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def fill_ds_config(ds, cfg, mb, ga, world_size, out_dir):
     ds["tensorboard"] = {"enabled": cfg["tensorboard_log"], "output_path": logs, "job_name": "tensorboard"}
     ds["csv_monitor"] = {"enabled": cfg["csv_log"], "output_path": logs, "job_name": "csv"}
     ds["wandb"] = {"enabled": cfg["wandb_log"], "project": cfg["wandb_project"],
-                   **({"group": cfg["wandb_run_name"]} if cfg["wandb_run_name"] else {})}
+                   **({"group": cfg["wandb_group"]} if cfg["wandb_group"] else {})}
     return ds
 
 

@@ -1,0 +1,26 @@
+"""The benchmark's tiny CPU mode, so that the script CI cannot run on GPUs keeps working."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, train_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_cpu_mode(shakespeare, tmp_path):
+    proc = subprocess.run([sys.executable, "bench/bench.py", "--cpu", "--out", str(tmp_path)], cwd=REPO,
+                          env=train_env({"BENCH_DATASET": shakespeare}), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [result] = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    data = json.load(open(tmp_path / result))
+    [run] = data["runs"]
+    assert run["status"] == "ok" and run["exit_code"] == 0 and run["iterations"] == 5
+    assert run["timed_iterations"] == [4, 5] and run["tok_s_gpu"] > 0 and run["step_ms"] > 0
+    assert run["opt_ms"] is not None and run["eval_s"] is not None and run["launch_to_first_step_s"] > 0
+    assert data["environment"]["card"] == "CPU (DeepSpeed CPU accelerator)"
+    table = open(tmp_path / result.replace(".json", ".md")).read()
+    assert "| ours-cpu-tiny | 2 | float32 | 4 x 2 |" in table
