@@ -69,7 +69,7 @@ min_lr = 3e-6
 dtype = "float16"  # 'float16' (dynamic loss scaling), 'bfloat16' or 'float32'
 deepspeed_config = "ds_config_zero2.json"
 max_consecutive_nonfinite = 3  # stop after this many iterations in a row with a NaN/inf loss
-dist_timeout_minutes = 10  # a collective that waits longer than this fails instead of hanging
+dist_timeout_minutes = 10.0  # a collective that waits longer than this fails instead of hanging
 max_gpu_memory_gb = 0.0  # cap this process's GPU memory (to rehearse smaller cards); 0 = no cap
 seed = 1337
 # logging
@@ -343,14 +343,47 @@ class Batches:
 # helpers for a distributed run
 
 
+_progress_bar = None  # rank 0's tqdm bar while the loop runs on a terminal
+
+
 def print0(*args, **kwargs):
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if _progress_bar is not None and kwargs.get("file", sys.stdout) is sys.stdout:
+        _progress_bar.write(" ".join(str(a) for a in args), file=_progress_bar.fp)
+    else:
         print(*args, **kwargs, flush=True)
 
 
+class Progress:
+    """A progress bar with ETA on rank 0 when stdout is a terminal; nothing otherwise (the log lines, which
+    carry their own ETA, are then the progress)."""
+
+    def __init__(self, total, initial, enabled, stream=None):
+        global _progress_bar
+        stream = stream or sys.stdout
+        self.bar = None
+        if enabled and stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="it", file=stream, dynamic_ncols=True, leave=False)
+        _progress_bar = self.bar
+
+    def update(self, loss):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        global _progress_bar
+        if self.bar is not None:
+            self.bar.close()
+        _progress_bar = None
+
+
 def parse_faults(spec):
-    """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1':
-    KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
+    """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
+    loss, an exception, SIGKILL inside a save, 'hang' (sleep for an hour) or 'minscale' (DeepSpeed's exception at
+    the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
         kind, _, where = item.partition("@")
@@ -429,6 +462,30 @@ def seed_everything(*parts):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# what each iteration reports: (metric, its part of the log line, its monitor tag), in the order of the line
+LOG_FIELDS = [
+    ("loss", "loss {:.4f}", "Train/loss"), ("lr", "lr {:.2e}", "Train/lr"), ("ms", "{:.0f} ms", None),
+    ("tok_s", "{:,.0f} tok/s/gpu", "Train/tokens_per_sec"), ("mfu", "MFU {:.1%}", "Train/mfu"),
+    ("opt_ms", "opt {:.0f} ms", "Train/optimizer_step_ms"), ("mem_gib", "mem {:.1f} GiB", "Train/gpu_mem_gib"),
+    ("scale", "scale {:.0f}", "Train/loss_scale"), ("grad_norm", "gnorm {:.2f}", "Train/grad_norm"),
+    ("skipped", "{}", None), ("skipped_total", "{} skipped in all", "Train/skipped_steps"), ("eta", "eta {}", None),
+    ("tokens_seen", None, "Train/tokens_seen"), ("rss_mib", None, "Host/rss_mib"),
+    ("open_files", None, "Host/open_files"),
+]
+
+
+def format_log(iteration, max_iters, metrics):
+    """'iter 12/100 | loss 2.8341 | lr 3.00e-05 | ...' from a dict of metrics; None values are left out."""
+    parts = [f"iter {iteration}/{max_iters}"]
+    parts += [fmt.format(metrics[key]) for key, fmt, _ in LOG_FIELDS if fmt and metrics.get(key) is not None]
+    return " | ".join(parts)
+
+
+def monitor_events(step, metrics):
+    """DeepSpeed monitor events (tag, value, step) for the metrics that have a tag and a value."""
+    return [(tag, metrics[key], step) for key, _, tag in LOG_FIELDS if tag and metrics.get(key) is not None]
 
 
 def format_bytes(n):
@@ -586,6 +643,16 @@ class EndRun(Exception):
         self.status = status
 
 
+def apply_collective_timeout(timeout):
+    """Make `timeout` torch's default for every process group. DeepSpeed gives it to the world group only and
+    builds its data-parallel groups with new_group(), which takes torch's default (30 min for gloo) instead; the
+    gradient reductions run in those groups, so without this a dead peer stalls them for half an hour."""
+    import torch.distributed.distributed_c10d as c10d
+    c10d.default_pg_timeout = timeout
+    if isinstance(getattr(c10d, "default_pg_nccl_timeout", None), timedelta):
+        c10d.default_pg_nccl_timeout = timeout
+
+
 def shutdown():
     """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
     (gloo drops a barrier's last message if its sender exits first)."""
@@ -605,6 +672,14 @@ def main(argv):
     except EndRun as e:
         shutdown()
         sys.exit(e.status)
+    except Exception:
+        # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
+        # process-group teardown; report and leave at once so that the launcher ends the run.
+        import traceback
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     shutdown()
 
 
@@ -691,6 +766,7 @@ def run(argv):
             torch.cuda.set_per_process_memory_fraction(min(1.0, C.max_gpu_memory_gb * 2 ** 30 / total), local_rank)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    apply_collective_timeout(timedelta(minutes=C.dist_timeout_minutes))
     deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
     if master:
@@ -824,144 +900,132 @@ def run(argv):
     consecutive_nonfinite = 0
     first_step_logged = False
     t_last, dt_avg = time.time(), None
-    for it in range(start_iter, C.max_iters + 1):
-        last_step = it == C.max_iters
-        state["iter"] = it
+    progress = Progress(C.max_iters, start_iter, master)
+    try:
+        for it in range(start_iter, C.max_iters + 1):
+            last_step = it == C.max_iters
+            state["iter"] = it
 
-        # evaluate (and checkpoint); a resumed run already did this for its first iteration
-        if (it % C.eval_interval == 0 or last_step) and not (resume_marker is not None and it == start_iter):
-            t_eval = time.time()
-            losses, val_seconds = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
-            improved = losses["val"] < state["best_val_loss"]
-            if improved:
-                state["best_val_loss"] = losses["val"]
-                state["evals_without_improvement"] = 0
-            else:
-                state["evals_without_improvement"] += 1
-            extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
-            print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
-                   f"val ppl {math.exp(min(losses['val'], 50)):.2f}{extra} | {val_seconds:.2f}s val, "
-                   f"{time.time() - t_eval:.2f}s total")
-            monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] +
-                                 [("Eval/val_ppl", math.exp(min(losses["val"], 50)), it)])
-            early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience
-            if last_step or early_stop:
-                if early_stop and not last_step:
-                    print0(f"early stop: val loss has not improved for {C.patience} evals")
-                save("final", also=("best",) if improved else ())
+            # evaluate (and checkpoint); a resumed run already did this for its first iteration
+            if (it % C.eval_interval == 0 or last_step) and not (resume_marker is not None and it == start_iter):
+                t_eval = time.time()
+                losses, val_seconds = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
+                improved = losses["val"] < state["best_val_loss"]
+                if improved:
+                    state["best_val_loss"] = losses["val"]
+                    state["evals_without_improvement"] = 0
+                else:
+                    state["evals_without_improvement"] += 1
+                extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
+                print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
+                       f"val ppl {math.exp(min(losses['val'], 50)):.2f}{extra} | {val_seconds:.2f}s val, "
+                       f"{time.time() - t_eval:.2f}s total")
+                monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] +
+                                     [("Eval/val_ppl", math.exp(min(losses["val"], 50)), it)])
+                early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience
+                if last_step or early_stop:
+                    if early_stop and not last_step:
+                        print0(f"early stop: val loss has not improved for {C.patience} evals")
+                    save("final", also=("best",) if improved else ())
+                    break
+                if it > start_iter and (improved or C.always_save_checkpoint):
+                    save(f"iter_{it}", also=("best",) if improved else ())
+                t_last = time.time()  # the step timer measures training only
+            if last_step:
+                save("final")
                 break
-            if it > start_iter and (improved or C.always_save_checkpoint):
-                save(f"iter_{it}", also=("best",) if improved else ())
-            t_last = time.time()  # the step timer measures training only
-        if last_step:
-            save("final")
-            break
 
-        # one optimizer step over ga micro-batches
-        lr = get_lr(state["lr_step"], C.learning_rate, C.lr_schedule, C.warmup_iters, lr_decay_iters, C.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device, dtype=torch.float32)
-        for micro_step in range(ga):
-            x, y = batches.get(it, micro_step, ga)
-            _, loss = engine(x, y)
-            if fault_at(faults, "nan", it, rank):
-                loss = loss * float("nan")
-            if fault_at(faults, "crash", it, rank):
-                raise RuntimeError(f"injected crash on rank {rank} at iteration {it}")
-            engine.backward(loss)
-            loss_sum += loss.detach().float()
-            if micro_step < ga - 1:
-                engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
-        # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
-        deadline = C.max_runtime > 0 and time.time() - t_start > C.max_runtime * 3600
-        requests = [float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT"), float(deadline)]
-        flags = torch.cat([(loss_sum / ga).view(1), torch.tensor(requests, device=device)])
-        dist.all_reduce(flags)
-        flags = flags.tolist()
-        mean_loss = flags[0] / world_size
-        stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT", "max_runtime"), flags[1:]) if n > 0), None)
-        nonfinite = not math.isfinite(mean_loss)
-        if fast_overflow_check and C.dtype == "bfloat16":
-            optimizer.check_grad_overflow = nonfinite  # DeepSpeed then skips the step and clears the gradients
-        step_timer.start()
-        try:
-            engine.step()
-        except Exception as e:
-            if "loss scale already at minimum" not in str(e):
-                raise
-            print0(f"error: at iteration {it + 1} the fp16 loss scale reached its minimum and the gradients still "
-                   "overflow: training has diverged. Nothing new was saved. Try a lower --learning_rate, "
-                   "--dtype=bfloat16, or resume from an earlier checkpoint", file=sys.stderr)
-            raise EndRun(EXIT_DIVERGED)
-        step_timer.stop()
-        applied = engine.was_step_applied()
-        if nonfinite and applied:
-            raise RuntimeError("a non-finite loss reached the optimizer; DeepSpeed should have skipped this step")
-        if applied:
-            state["lr_step"] += 1
-        else:
-            state["skipped_steps"] += 1
-        consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
-        state["tokens_seen"] += tokens_per_iter
-        state["iter"] = it + 1
+            # one optimizer step over ga micro-batches
+            lr = get_lr(state["lr_step"], C.learning_rate, C.lr_schedule, C.warmup_iters, lr_decay_iters, C.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+            for micro_step in range(ga):
+                x, y = batches.get(it, micro_step, ga)
+                _, loss = engine(x, y)
+                if fault_at(faults, "nan", it, rank):
+                    loss = loss * float("nan")
+                if fault_at(faults, "crash", it, rank):
+                    raise RuntimeError(f"injected crash on rank {rank} at iteration {it}")
+                if fault_at(faults, "hang", it, rank):
+                    time.sleep(3600)
+                engine.backward(loss)
+                loss_sum += loss.detach().float()
+                if micro_step < ga - 1:
+                    engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
+            # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
+            deadline = C.max_runtime > 0 and time.time() - t_start > C.max_runtime * 3600
+            requests = [float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT"), float(deadline)]
+            flags = torch.cat([(loss_sum / ga).view(1), torch.tensor(requests, device=device)])
+            dist.all_reduce(flags)
+            flags = flags.tolist()
+            mean_loss = flags[0] / world_size
+            stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT", "max_runtime"), flags[1:]) if n > 0), None)
+            nonfinite = not math.isfinite(mean_loss)
+            if fast_overflow_check and C.dtype == "bfloat16":
+                optimizer.check_grad_overflow = nonfinite  # DeepSpeed then skips the step and clears the gradients
+            step_timer.start()
+            try:
+                if fault_at(faults, "minscale", it, rank):
+                    raise Exception("Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.")
+                engine.step()
+            except Exception as e:
+                if "loss scale already at minimum" not in str(e):
+                    raise
+                print0(f"error: at iteration {it + 1} the fp16 loss scale reached its minimum and the gradients still "
+                       "overflow: training has diverged. Nothing new was saved. Try a lower --learning_rate, "
+                       "--dtype=bfloat16, or resume from an earlier checkpoint", file=sys.stderr)
+                raise EndRun(EXIT_DIVERGED)
+            step_timer.stop()
+            applied = engine.was_step_applied()
+            if nonfinite and applied:
+                raise RuntimeError("a non-finite loss reached the optimizer; DeepSpeed should have skipped this step")
+            if applied:
+                state["lr_step"] += 1
+            else:
+                state["skipped_steps"] += 1
+            consecutive_nonfinite = consecutive_nonfinite + 1 if nonfinite else 0
+            state["tokens_seen"] += tokens_per_iter
+            state["iter"] = it + 1
 
-        # log
-        t_now = time.time()
-        dt, t_last = t_now - t_last, t_now
-        dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
-        if not first_step_logged:
-            first_step_logged = True
-            print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
-        if master and (it % C.log_interval == 0 or nonfinite or not applied):
-            tok_s = tokens_per_iter / dt / world_size
-            mfu = tok_s * flops_tok / peak if peak else None
-            grad_norm = engine.get_global_grad_norm()
-            scale = optimizer.loss_scale if C.dtype == "float16" else None
-            eta = format_duration((C.max_iters - it - 1) * dt_avg)
-            opt_ms = step_timer.milliseconds()
-            fields = [f"iter {it + 1}/{C.max_iters}", f"loss {mean_loss:.4f}", f"lr {lr:.2e}", f"{dt * 1000:.0f} ms",
-                      f"{tok_s:,.0f} tok/s/gpu"]
-            if mfu is not None:
-                fields.append(f"MFU {mfu:.1%}")
-            fields.append(f"opt {opt_ms:.0f} ms")
-            if on_gpu:
-                fields.append(f"mem {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB")
-            if scale is not None:
-                fields.append(f"scale {scale:.0f}")
-            if grad_norm is not None and math.isfinite(grad_norm):
-                fields.append(f"gnorm {grad_norm:.2f}")
-            if not applied:
-                fields.append("skipped" + (" (NaN/inf loss)" if nonfinite else " (overflow)"))
-            fields.append(f"eta {eta}")
-            print0(" | ".join(fields))
-            events = [("Train/loss", mean_loss, it + 1), ("Train/lr", lr, it + 1), ("Train/tokens_per_sec", tok_s, it + 1),
-                      ("Train/tokens_seen", state["tokens_seen"], it + 1)]
-            if mfu is not None:
-                events.append(("Train/mfu", mfu, it + 1))
-            if grad_norm is not None and math.isfinite(grad_norm):
-                events.append(("Train/grad_norm", grad_norm, it + 1))
-            if scale is not None:
-                events.append(("Train/loss_scale", scale, it + 1))
-            events.append(("Train/optimizer_step_ms", opt_ms, it + 1))
-            if on_gpu:
-                events.append(("Train/gpu_mem_gib", torch.cuda.max_memory_allocated(device) / 2 ** 30, it + 1))
-            events += [("Host/rss_mib", process.memory_info().rss / 2 ** 20, it + 1),
-                       ("Host/open_files", process.num_fds(), it + 1)]
-            monitor.write_events(events)
-        if it == start_iter + 2 and on_gpu:
-            print0(f"measured peak GPU memory after 3 steps: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
-                   "(rank 0)")
+            # log
+            t_now = time.time()
+            dt, t_last = t_now - t_last, t_now
+            dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
+            if not first_step_logged:
+                first_step_logged = True
+                print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
+            if master and (it % C.log_interval == 0 or nonfinite or not applied):
+                grad_norm = engine.get_global_grad_norm()
+                tok_s = tokens_per_iter / dt / world_size
+                metrics = {
+                    "loss": mean_loss, "lr": lr, "ms": dt * 1000, "tok_s": tok_s,
+                    "mfu": tok_s * flops_tok / peak if peak else None, "opt_ms": step_timer.milliseconds(),
+                    "mem_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if on_gpu else None,
+                    "scale": optimizer.loss_scale if C.dtype == "float16" else None,
+                    "grad_norm": grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None,
+                    "skipped": None if applied else "skipped (NaN/inf loss)" if nonfinite else "skipped (overflow)",
+                    "skipped_total": state["skipped_steps"] or None, "eta": format_duration((C.max_iters - it - 1) * dt_avg),
+                    "tokens_seen": state["tokens_seen"], "rss_mib": process.memory_info().rss / 2 ** 20,
+                    "open_files": process.num_fds()}
+                print0(format_log(it + 1, C.max_iters, metrics))
+                monitor.write_events(monitor_events(it + 1, metrics))
+            progress.update(mean_loss)
+            if it == start_iter + 2 and on_gpu:
+                print0(f"measured peak GPU memory after 3 steps: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
+                       "(rank 0)")
 
-        if consecutive_nonfinite >= C.max_consecutive_nonfinite:
-            print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "
-                   f"{it + 1}); the steps were skipped and nothing new was saved. Try a lower --learning_rate, "
-                   "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
-            raise EndRun(EXIT_DIVERGED)
-        if stop_reason is not None:
-            save(f"iter_{state['iter']}")
-            print0(f"stopped on {stop_reason} after iteration {state['iter']}; continue with --init_from=resume")
-            raise EndRun(EXIT_PREEMPTED)
+            if consecutive_nonfinite >= C.max_consecutive_nonfinite:
+                print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "
+                       f"{it + 1}); the steps were skipped and nothing new was saved. Try a lower --learning_rate, "
+                       "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
+                raise EndRun(EXIT_DIVERGED)
+            if stop_reason is not None:
+                save(f"iter_{state['iter']}")
+                print0(f"stopped on {stop_reason} after iteration {state['iter']}; continue with --init_from=resume")
+                raise EndRun(EXIT_PREEMPTED)
+    finally:
+        progress.close()
 
     if master and C.plot and C.csv_log:
         from plot import plot_run

@@ -99,7 +99,7 @@ def parse(lines):
                           "tok_s_gpu": float(m.group(4).replace(",", "")),
                           "mfu": float(mfu.group(1)) / 100 if mfu else None,
                           "opt_ms": int(opt.group(1)) if opt else None, "mem_gib": float(mem.group(1)) if mem else None,
-                          "skipped": "skipped" in rest})
+                          "skipped": "skipped (" in rest})
             if first_step is None:
                 first_step = t
         m = re.match(r"eval \d+: .*\| ([\d.]+)s val", line)

@@ -95,7 +95,7 @@ def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
     assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
     log = proc.stdout
     lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^iter (\d+)/30 .*$", log, re.M)}
-    assert "skipped (NaN/inf loss)" in lines[4] and "skipped" not in lines[5]
+    assert "skipped (NaN/inf loss) | 1 skipped in all" in lines[4] and "skipped (" not in lines[5]
     lr = {i: re.search(r"lr (\S+)", line).group(1) for i, line in lines.items()}
     assert lr[5] == lr[4] != lr[3]  # a skipped step does not advance the schedule
     assert all("skipped (NaN/inf loss)" in lines[i] for i in (7, 8, 9)) and 10 not in lines
@@ -112,3 +112,26 @@ def test_dead_rank_ends_the_run(shakespeare, tmp_path):
     assert proc.returncode != 0
     assert "RuntimeError: injected crash on rank 1 at iteration 3" in proc.stdout
     assert time.time() - t0 < 120  # no rank waits forever for the dead one
+
+
+def test_fp16_loss_scale_at_minimum_stops_clearly(shakespeare, tmp_path):
+    """DeepSpeed raises on every rank when the fp16 scale cannot go lower (fp16 needs a GPU, so the test injects
+    DeepSpeed's exception): the run stops with status 3, the advice, and no new checkpoint."""
+    out = tmp_path / "out"
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=30", "--eval_interval=3"],
+                  env={"TRAIN_FAULT": "minscale@4:0,minscale@4:1"})
+    assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
+    assert "error: at iteration 5 the fp16 loss scale reached its minimum and the gradients still overflow" in proc.stdout
+    assert "Try a lower --learning_rate, --dtype=bfloat16" in proc.stdout
+    assert ckpt.read_latest(str(out)) == "iter_3" and not (out / "final").exists()
+
+
+def test_a_stuck_rank_times_out_instead_of_hanging(shakespeare, tmp_path):
+    """Rank 1 stops answering inside an iteration; rank 0's collective gives up after dist_timeout_minutes."""
+    t0 = time.time()
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
+                   "--eval_interval=100", "--dist_timeout_minutes=0.5"], env={"TRAIN_FAULT": "hang@2:1"}, timeout=300)
+    elapsed = time.time() - t0
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert re.search(r"[Tt]imed out|[Tt]imeout", proc.stdout), proc.stdout[-3000:]
+    assert 30 < elapsed < 150, elapsed  # waited for the timeout, not forever

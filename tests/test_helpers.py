@@ -152,3 +152,51 @@ def test_gpu_index_check():
 def test_format_duration():
     assert T.format_duration(75) == "1m15s" and T.format_duration(3 * 3600 + 120) == "3h02m"
     assert math.isclose(get_lr(0, 2.0, "cosine", 0, 10, 0.0), 2.0)
+
+
+# ---- the log line and progress
+
+METRICS = {"loss": 2.5, "lr": 3e-5, "ms": 712.3, "tok_s": 46012.4, "mfu": 0.478, "opt_ms": 26.0, "mem_gib": 48.4,
+           "scale": None, "grad_norm": 1.23, "skipped": "skipped (overflow)", "skipped_total": 3, "eta": "1m03s",
+           "tokens_seen": 4096, "rss_mib": 500.0, "open_files": 30}
+
+
+def test_log_line_and_monitor_events_agree():
+    assert T.format_log(12, 100, METRICS) == ("iter 12/100 | loss 2.5000 | lr 3.00e-05 | 712 ms | 46,012 tok/s/gpu | "
+                                              "MFU 47.8% | opt 26 ms | mem 48.4 GiB | gnorm 1.23 | skipped (overflow) | "
+                                              "3 skipped in all | eta 1m03s")
+    events = dict((tag, value) for tag, value, step in T.monitor_events(12, METRICS))
+    assert events["Train/loss"] == 2.5 and events["Train/skipped_steps"] == 3 and events["Host/open_files"] == 30
+    assert "Train/loss_scale" not in events  # None (not fp16) is left out
+    assert all(step == 12 for _, _, step in T.monitor_events(12, METRICS))
+
+
+class FakeTerminal:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_on_a_terminal_plain_lines_otherwise(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    term = FakeTerminal(True)
+    progress = T.Progress(10, 2, True, stream=term)
+    progress.update(3.25)
+    T.print0("eval 3: a line above the bar")
+    progress.close()
+    assert "3/10" in term.text and "loss 3.2500" in term.text and "<" in term.text  # tqdm's ETA
+    assert "eval 3: a line above the bar" in term.text
+    pipe = FakeTerminal(False)
+    quiet = T.Progress(10, 2, True, stream=pipe)
+    quiet.update(3.25)
+    T.print0("iter 3/10 | loss 3.25")
+    quiet.close()
+    assert pipe.text == "" and "iter 3/10 | loss 3.25" in capsys.readouterr().out
