@@ -161,10 +161,10 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None, kv_cache=None, last_only=False):
         """Returns (logits, loss). With targets: logits None and the mean cross-entropy (ignore_index -1),
         computed chunk by chunk so that fp32 logits for the whole batch never exist. Without: logits
-        (B, T, vocab_size) over the real vocabulary and loss None."""
+        (B, T, vocab_size) over the real vocabulary (only the last position's with last_only) and loss None."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
@@ -181,6 +181,8 @@ class GPT(nn.Module):
             kv_cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
+            if last_only:
+                x = x[:, -1:, :]
             return self.lm_head(x)[..., :self.config.vocab_size], None
         loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1),
                                      self.config.vocab_size, self.loss_chunk_size)
@@ -261,11 +263,11 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             if idx.size(1) >= self.config.block_size or not use_cache:
                 cache = None
-                logits, _ = self(idx[:, -self.config.block_size:])
+                logits, _ = self(idx[:, -self.config.block_size:], last_only=True)
             elif cache is None:
                 dtype = next(self.parameters()).dtype
                 cache = KVCache(self.config, idx.size(0), idx.device, dtype)
-                logits, _ = self(idx, kv_cache=cache)
+                logits, _ = self(idx, kv_cache=cache, last_only=True)
             else:
                 logits, _ = self(idx[:, -1:], kv_cache=cache)
             next_id = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
