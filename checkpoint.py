@@ -307,11 +307,14 @@ def fp32_state_dict(out_dir, tag):
 
 
 def load_model(out_dir, tag, **config_overrides):
-    """A GPT (fp32, CPU) with the weights of out_dir/tag, and the tag's completion marker."""
+    """A GPT (fp32, CPU) with the weights of out_dir/tag, and the tag's completion marker. The model takes the
+    consolidated tensors as they are (built on the meta device, assigned), so one copy of the weights exists."""
     from model import GPT, GPTConfig
     marker = verify(os.path.join(out_dir, tag))
-    model = GPT(GPTConfig(**{**marker["model_config"], **config_overrides}), init_weights=False)
-    model.load_state_dict(fp32_state_dict(out_dir, tag))
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**{**marker["model_config"], **config_overrides}), init_weights=False)
+    model.load_state_dict(fp32_state_dict(out_dir, tag), assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign made two Parameters of the tied tensor
     return model, marker
 
 

@@ -19,25 +19,28 @@ import sys
 import torch
 
 import checkpoint as ckpt
+from model import GPTConfig, hf_config, to_hf_tensors
 
 
-def export_hf(model, out_dir):
+def export_hf(state_dict, config, out_dir):
+    """A Hugging Face GPT-2 directory from our fp32 state dict, converted in place (the dict is spent)."""
     from safetensors.torch import save_file
     from tokenizer import save_hf_tokenizer_files
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(model.hf_config(), f, indent=2)
-    save_file(model.hf_state_dict(), os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+        json.dump(hf_config(config), f, indent=2)
+    save_file(dict(to_hf_tensors(state_dict, config.vocab_size, in_place=True)), os.path.join(out_dir, "model.safetensors"),
+              metadata={"format": "pt"})
     if save_hf_tokenizer_files(out_dir):
         with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-            json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
+            json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size,
                        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, f)
         return True
     return False
 
 
-def export_pt(model, path):
-    torch.save({"model_config": vars(model.config).copy(), "state_dict": model.state_dict()}, path)
+def export_pt(state_dict, config, path):
+    torch.save({"model_config": vars(config).copy(), "state_dict": state_dict}, path)
 
 
 def main(argv=None):
@@ -53,18 +56,20 @@ def main(argv=None):
                  "run's out_dir or out_dir/<tag>")
     tag = args.tag or tag
     try:
-        model, marker = ckpt.load_model(out_dir, tag)
+        marker = ckpt.verify(os.path.join(out_dir, tag))
+        state = ckpt.fp32_state_dict(out_dir, tag)
     except ckpt.CheckpointError as e:
         sys.exit(f"error: {e}")
+    config = GPTConfig(**marker["model_config"])
     if not args.hf and not args.pt:
         args.hf = os.path.join(out_dir, "export", f"{tag}-hf")
+    if args.pt:  # before the Hugging Face export, which rewrites the state dict in place
+        export_pt(state, config, args.pt)
+        print(f"wrote {args.pt} (fp32 state dict, iteration {marker['iteration']})")
     if args.hf:
-        tokenizer = export_hf(model, args.hf)
+        tokenizer = export_hf(state, config, args.hf)
         print(f"wrote {args.hf} (Hugging Face GPT-2, iteration {marker['iteration']}"
               f"{', with tokenizer files' if tokenizer else '; tokenizer files unavailable offline'})")
-    if args.pt:
-        export_pt(model, args.pt)
-        print(f"wrote {args.pt} (fp32 state dict, iteration {marker['iteration']})")
 
 
 if __name__ == "__main__":

@@ -226,27 +226,10 @@ class GPT(nn.Module):
 
     def hf_state_dict(self):
         """The weights under Hugging Face GPT2LMHeadModel names and layouts (Conv1D = transposed Linear)."""
-        out = {}
-        V = self.config.vocab_size
-        for name, tensor in self.state_dict().items():
-            if name == "lm_head.weight":
-                continue  # tied to wte; transformers re-ties it on load
-            hf_name = "transformer." + name.removeprefix("transformer.")
-            if name == "transformer.wte.weight":
-                tensor = tensor[:V]
-            elif any(name.endswith(w) for w in HF_CONV1D_WEIGHTS):
-                tensor = tensor.t()
-            out[hf_name] = tensor.contiguous()
-        return out
+        return dict(to_hf_tensors(self.state_dict(), self.config.vocab_size))
 
     def hf_config(self):
-        c = self.config
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-                "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
-                "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",
-                "layer_norm_epsilon": c.layer_norm_epsilon, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
-                "attn_pdrop": c.dropout, "initializer_range": 0.02, "bos_token_id": 50256, "eos_token_id": 50256,
-                "tie_word_embeddings": True, "scale_attn_weights": True, "use_cache": True}
+        return hf_config(self.config)
 
     # -------------------------------------------------------------------------
     # sampling
@@ -396,6 +379,35 @@ def iter_hf_tensors(weights_path):
         yield from torch.load(weights_path, map_location="cpu", weights_only=True).items()
 
 
+def to_hf_tensors(state_dict, vocab_size, in_place=False):
+    """(Hugging Face name, tensor) for each of our weights, in GPT2LMHeadModel's layout: Conv1D weights
+    transposed, the embedding without its padding rows, the tied head left out. With in_place, the transposes
+    overwrite the source tensors' memory (DeepSpeed's consolidation returns every weight as a view of one flat
+    buffer, which no single copy would free), so an export holds one copy of the weights plus one tensor."""
+    for name, tensor in state_dict.items():
+        if name == "lm_head.weight":
+            continue  # tied to wte; transformers re-ties it on load
+        if name == "transformer.wte.weight":
+            tensor = tensor[:vocab_size]
+        elif name.endswith(HF_CONV1D_WEIGHTS):
+            transposed = tensor.t().contiguous()
+            if in_place and tensor.is_contiguous():
+                tensor.view(-1).copy_(transposed.view(-1))
+                transposed = tensor.view(transposed.shape)
+            tensor = transposed
+        yield "transformer." + name.removeprefix("transformer."), tensor.contiguous()
+
+
+def hf_config(c):
+    """config.json of a GPT2LMHeadModel with this shape."""
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+            "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
+            "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",
+            "layer_norm_epsilon": c.layer_norm_epsilon, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+            "attn_pdrop": c.dropout, "initializer_range": 0.02, "bos_token_id": 50256, "eos_token_id": 50256,
+            "tie_word_embeddings": True, "scale_attn_weights": True, "use_cache": True}
+
+
 @torch.no_grad()
 def load_hf_state_dict(model, named_tensors):
     """Copy Hugging Face GPT2LMHeadModel tensors into `model`, asserting every name and shape."""
@@ -409,7 +421,7 @@ def load_hf_state_dict(model, named_tensors):
         if name not in ours:
             raise ValueError(f"unexpected tensor {hf_name} in the checkpoint: not a GPT-2 parameter")
         target = ours[name]
-        if any(name.endswith(w) for w in HF_CONV1D_WEIGHTS):
+        if name.endswith(HF_CONV1D_WEIGHTS):
             tensor = tensor.t()
         if name == "transformer.wte.weight":
             assert tensor.shape == (V, target.shape[1]), f"{hf_name}: {tuple(tensor.shape)} vs {(V, target.shape[1])}"

@@ -653,6 +653,18 @@ def apply_collective_timeout(timeout):
         c10d.default_pg_nccl_timeout = timeout
 
 
+def release_cpu_allreduce_buffer(rank):
+    """DeepSpeed's CPU accelerator maps a 66 MB shared-memory buffer per rank and never unlinks it, so every run
+    would leave its buffers in /dev/shm (that is, in RAM). After the barrier that follows init every rank has
+    mapped its peers' buffers, so the names can go; the mappings stay valid."""
+    name = (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ['MASTER_ADDR']}_"
+            f"{os.environ['MASTER_PORT']}_{rank}")
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
+
+
 def shutdown():
     """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
     (gloo drops a barrier's last message if its sender exits first)."""
@@ -773,6 +785,8 @@ def run(argv):
         for note in ckpt.recover(C.out_dir):
             print0(f"checkpoint recovery: {note}")
     dist.barrier()
+    if not on_gpu:
+        release_cpu_allreduce_buffer(rank)
 
     # ---- model
     seed_everything(C.seed)  # identical initialisation on every rank

@@ -2,6 +2,7 @@
 on DeepSpeed's CPU accelerator."""
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -41,9 +42,16 @@ def launch_cmd(args, nproc=2):
 
 
 def launch(args, nproc=2, env=None, timeout=600):
-    """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged)."""
-    return subprocess.run(launch_cmd(args, nproc), cwd=REPO, env=train_env(env), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged). On
+    timeout the whole process group goes, trainers included, before the test fails."""
+    proc = start(args, nproc, env)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"run did not end within {timeout}s:\n{out[-4000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 
 def start(args, nproc=2, env=None):
