@@ -135,3 +135,13 @@ def test_a_stuck_rank_times_out_instead_of_hanging(shakespeare, tmp_path):
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert re.search(r"[Tt]imed out|[Tt]imeout", proc.stdout), proc.stdout[-3000:]
     assert 30 < elapsed < 150, elapsed  # waited for the timeout, not forever
+
+
+def test_max_runtime_saves_and_exits_75(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500",
+                   "--max_runtime=0.0003"])  # about one second
+    assert proc.returncode == T.EXIT_PREEMPTED, proc.stdout[-3000:]
+    n = int(re.search(r"stopped on max_runtime after iteration (\d+); continue with --init_from=resume",
+                      proc.stdout).group(1))
+    assert 1 <= n < 20 and ckpt.read_latest(str(out)) == f"iter_{n}"
