@@ -8,7 +8,7 @@ FLOP/MFU arithmetic used by the trainer's logs and the benchmark.
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn

@@ -18,7 +18,6 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -278,12 +277,6 @@ def load_split(name, split, block_size, vocab_size):
         raise InputError(f"{path} contains token id {top}, outside the model's vocabulary of {vocab_size}; prepare "
                          "the data with the GPT-2 tokenizer (data/prepare.py)")
     return data
-
-
-def batch_windows(n_tokens, block_size, batch_size, seed, rank, iteration, micro_step):
-    """Start offsets of one micro-batch's random windows: a pure function of its arguments."""
-    rng = np.random.default_rng([seed, rank, iteration, micro_step])
-    return rng.integers(0, n_tokens - block_size, size=batch_size)
 
 
 def get_batch(datasets, block_size, batch_size, seed, rank, iteration, micro_step):

@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import REPO, TINY, assert_ok, launch, train_env
+from conftest import REPO, TINY, launch, train_env
 
 
 @pytest.fixture(autouse=True)

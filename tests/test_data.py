@@ -116,7 +116,6 @@ def test_generic_prepare_errors(tmp_path):
 
 def test_large_txt_streams_in_bounded_memory(tmp_path):
     """A 40 MB file through 1 MB chunks: peak memory of the process grows far less than the file."""
-    import resource
     import subprocess
     import sys
     big = tmp_path / "big.txt"
