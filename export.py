@@ -1,7 +1,7 @@
 """
 Export a training checkpoint for use outside DeepSpeed.
 
-    python export.py out-shakespeare-xl                       # the tag `latest` names -> out-shakespeare-xl/export/<tag>-hf
+    python export.py out-shakespeare-xl     # the tag `latest` names -> out-shakespeare-xl/export/<tag>-hf
     python export.py out-shakespeare-xl/best --hf my-model    # a Hugging Face GPT-2 directory
     python export.py out-shakespeare-xl --tag iter_100 --pt model.pt   # a plain fp32 state dict for model.py
 
@@ -29,8 +29,8 @@ def export_hf(state_dict, config, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config(config), f, indent=2)
-    save_file(dict(to_hf_tensors(state_dict, config.vocab_size, in_place=True)), os.path.join(out_dir, "model.safetensors"),
-              metadata={"format": "pt"})
+    tensors = dict(to_hf_tensors(state_dict, config.vocab_size, in_place=True))
+    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     if save_hf_tokenizer_files(out_dir):
         with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
             json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size,

@@ -36,6 +36,7 @@ log_interval = 1
 always_save_checkpoint = False  # save iter_N at every eval, not only when val loss improves
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
 save_checkpoints = True  # False writes no checkpoint at all (benchmarks, dry runs)
+pinned_checkpoint_copies = True  # faster saves for host RAM the size of each rank's share of a checkpoint
 max_runtime = 0.0  # hours; when reached, save and exit like on SIGTERM (0 = no limit)
 patience = 0  # stop after this many evals without val improvement (0 = never)
 # data
@@ -111,7 +112,8 @@ def parse_config(argv, defaults=DEFAULTS):
             continue
         if not arg.startswith("--"):
             if not os.path.isfile(arg):
-                raise InputError(f"config file {arg} not found; give the path of a .py file of settings, or --key=value")
+                raise InputError(f"config file {arg} not found; give the path of a .py file of settings, "
+                                 "or --key=value")
             scope = {}
             try:
                 with open(arg) as f:
@@ -240,7 +242,8 @@ def parse_datasets(spec):
         try:
             w = float(weight)
         except ValueError:
-            raise InputError(f"dataset weight {weight!r} in {spec!r} is not a number; write name:0.3,other:0.7") from None
+            raise InputError(f"dataset weight {weight!r} in {spec!r} is not a number; "
+                             "write name:0.3,other:0.7") from None
         if not name or w <= 0:
             raise InputError(f"dataset entry {item!r} in {spec!r} needs a name and a positive weight")
         parts.append((name, w))
@@ -885,7 +888,8 @@ def run(argv):
             fault = lambda where, r: fault_at(faults, "kill_in_save", state["iter"], r) and os.kill(os.getpid(),
                                                                                               signal.SIGKILL)
         result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
-                           update_latest=update_latest, keep_last_n=C.keep_last_n, fault=fault)
+                           update_latest=update_latest, keep_last_n=C.keep_last_n, fault=fault,
+                           pinned=C.pinned_checkpoint_copies)
         if result is not None:
             seconds, size, total, removed = result
             names = " + ".join((tag,) + tuple(also))
@@ -974,7 +978,9 @@ def run(argv):
             step_timer.start()
             try:
                 if fault_at(faults, "minscale", it, rank):
-                    raise Exception("Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.")
+                    # DeepSpeed's own words, so that the handler below is tested against them
+                    raise Exception("Current loss scale already at minimum - cannot decrease scale anymore. "
+                                    "Exiting run.")
                 engine.step()
             except Exception as e:
                 if "loss scale already at minimum" not in str(e):
@@ -1012,15 +1018,16 @@ def run(argv):
                     "scale": optimizer.loss_scale if C.dtype == "float16" else None,
                     "grad_norm": grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None,
                     "skipped": None if applied else "skipped (NaN/inf loss)" if nonfinite else "skipped (overflow)",
-                    "skipped_total": state["skipped_steps"] or None, "eta": format_duration((C.max_iters - it - 1) * dt_avg),
+                    "skipped_total": state["skipped_steps"] or None,
+                    "eta": format_duration((C.max_iters - it - 1) * dt_avg),
                     "tokens_seen": state["tokens_seen"], "rss_mib": process.memory_info().rss / 2 ** 20,
                     "open_files": process.num_fds()}
                 print0(format_log(it + 1, C.max_iters, metrics))
                 monitor.write_events(monitor_events(it + 1, metrics))
             progress.update(mean_loss)
             if it == start_iter + 2 and on_gpu:
-                print0(f"measured peak GPU memory after 3 steps: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
-                       "(rank 0)")
+                peak_gib = torch.cuda.max_memory_allocated(device) / 2 ** 30
+                print0(f"measured peak GPU memory after 3 steps: {peak_gib:.1f} GiB (rank 0)")
 
             if consecutive_nonfinite >= C.max_consecutive_nonfinite:
                 print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "

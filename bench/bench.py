@@ -49,16 +49,23 @@ def peer(gpus, dtype, batch_size=8, target=128, iters=8, save=False):
             "save": save}
 
 
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 RUNS = {
-    **{f"ours-{d}-{g}": ours(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 2, 4)},
-    **{f"peer-{d}-{g}": peer(g, {"bf16": "bfloat16", "fp16": "float16"}[d]) for d in ("bf16", "fp16") for g in (1, 4)},
+    **{f"ours-{d}-{g}": ours(g, DTYPES[d]) for d in DTYPES for g in (1, 2, 4, 8)},
+    **{f"peer-{d}-{g}": peer(g, DTYPES[d]) for d in DTYPES for g in (1, 4, 8)},
     "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=7),  # the guide's literal micro-batch 1 x 32
     "ours-fp16-4-save": ours(4, "float16", iters=5, save=True),
     "peer-fp16-4-save": peer(4, "float16", iters=5, save=True),
+    # saves at iterations 2, 4 and 6 of one run: the first save and the later ones differ (pinned host buffers)
+    "ours-fp16-4-saves": ours(4, "float16", iters=6, save=True,
+                              extra=["--eval_interval=2", "--always_save_checkpoint=True", "--keep_last_n=1"]),
     # GPT-2 XL with the GPU's memory capped at 24 GB, as on the guide's minimum cards
     "ours-xl-24gb-2": ours(2, "float16", None, iters=7, extra=["config/xl_24gb_2gpus.py", "--max_gpu_memory_gb=24"]),
     "ours-xl-24gb-offload-1": ours(1, "float16", None, iters=8,
                                    extra=["config/xl_24gb_offload_1gpu.py", "--max_gpu_memory_gb=24"]),
+    # bf16 has no loss scale to find, so from random init every timed step is a real (CPU) AdamW step
+    "ours-xl-24gb-offload-1-bf16": ours(1, "bfloat16", None, iters=6,
+                                        extra=["config/xl_24gb_offload_1gpu.py", "--max_gpu_memory_gb=24"]),
 }
 DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "peer-bf16-4", "peer-fp16-4", "ours-fp16-4-guide", "ours-bf16-2",
                 "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
@@ -87,7 +94,7 @@ def command(run, gpu_ids, cpu):
 
 def parse(lines):
     """Summary of one run from its (seconds since launch, line) pairs."""
-    iters, first_step, evals, saved, errors = [], None, [], None, []
+    iters, first_step, evals, saves, errors = [], None, [], [], []
     for t, line in lines:
         m = re.match(r"iter (\d+)/\d+ \| loss (\S+) \| lr \S+ \| (\d+) ms \| ([\d,]+) tok/s/gpu(.*)", line)
         if m:
@@ -107,7 +114,7 @@ def parse(lines):
             evals.append(float(m.group(1)))
         m = re.match(r"saved \S+(?: \+ \S+)* in ([\d.]+)s \(([\d.]+) GiB", line)
         if m:
-            saved = {"seconds": float(m.group(1)), "gib": float(m.group(2))}
+            saves.append({"seconds": float(m.group(1)), "gib": float(m.group(2))})
         if "out of memory" in line.lower() or line.startswith("error:") or "Error" in line:
             errors.append(line.strip())
     timed = [i for i in iters if i["iter"] > WARMUP and not i["skipped"]] or iters[-1:]
@@ -116,7 +123,8 @@ def parse(lines):
     return {"status": status, "iterations": len(iters), "tok_s_gpu": med("tok_s_gpu"), "mfu": med("mfu"),
             "step_ms": med("ms"), "opt_ms": med("opt_ms"),
             "peak_mem_gib": max((i["mem_gib"] for i in iters if i["mem_gib"] is not None), default=None),
-            "launch_to_first_step_s": first_step, "eval_s": evals[-1] if evals else None, "save": saved,
+            "launch_to_first_step_s": first_step, "eval_s": evals[-1] if evals else None,
+            "save": saves[0] if saves else None, "later_saves_s": [x["seconds"] for x in saves[1:]],
             "skipped_steps": sum(i["skipped"] for i in iters), "timed_iterations": [i["iter"] for i in timed],
             "losses": [i["loss"] for i in iters], "errors": errors[-3:]}
 
@@ -183,9 +191,11 @@ def markdown(env, results, cpu=False):
     for r in results:
         ga = r["target_batch_size"] // (r["batch_size"] * r["gpus"]) if r["batch_size"] else None
         mb = f"{r['batch_size']} x {ga}" if ga else "config"
-        save = f"{r['save']['seconds']:.1f} ({r['save']['gib']:.1f})" if r.get("save") else "-"
+        later = "".join(f", {x:.1f}" for x in r.get("later_saves_s", ()))
+        save = f"{r['save']['seconds']:.1f}{later} ({r['save']['gib']:.1f})" if r.get("save") else "-"
         rows.append(f"| {r['name']} | {r['gpus']} | {r['dtype']} | {mb} | {fmt(r['tok_s_gpu'], ',.0f')} | "
-                    f"{fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {fmt(r['step_ms'], '.0f')} | {fmt(r['opt_ms'], '.0f')} | "
+                    f"{fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {fmt(r['step_ms'], '.0f')} | "
+                    f"{fmt(r['opt_ms'], '.0f')} | "
                     f"{fmt(r['peak_mem_gib'], '.1f')} | {fmt(r['launch_to_first_step_s'], '.0f')} | "
                     f"{fmt(r['eval_s'], '.2f')} | {save} | {r['status']} |")
     return head + "\n".join(rows) + "\n"

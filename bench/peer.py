@@ -82,7 +82,8 @@ def main():
         tok_s = tokens_per_iter / dt / world
         if rank == 0:
             print(f"iter {it + 1}/{args.max_iters} | loss {mean:.4f} | lr 3.00e-05 | {dt * 1000:.0f} ms | "
-                  f"{tok_s:,.0f} tok/s/gpu | MFU {tok_s * flops_tok / peak:.1%} | opt {begin.elapsed_time(end):.0f} ms | "
+                  f"{tok_s:,.0f} tok/s/gpu | MFU {tok_s * flops_tok / peak:.1%} | "
+                  f"opt {begin.elapsed_time(end):.0f} ms | "
                   f"mem {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB", flush=True)
         if it == 0 and rank == 0:
             print(f"first optimizer step done {time.time() - t_start:.1f}s after the loop started", flush=True)

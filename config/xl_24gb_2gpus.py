@@ -11,3 +11,5 @@ gradient_checkpointing = -1
 dtype = "float16"
 max_iters = 20
 eval_interval = 5
+# workstations with these cards are often short of host RAM: no pinned checkpoint buffers (~10 GB per rank)
+pinned_checkpoint_copies = False

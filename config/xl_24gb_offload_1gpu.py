@@ -13,3 +13,5 @@ gradient_checkpointing = -1
 dtype = "float16"
 max_iters = 20
 eval_interval = 5
+# the optimizer state already holds ~19 GB of pinned host RAM; keep checkpoint copies pageable
+pinned_checkpoint_copies = False

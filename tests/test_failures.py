@@ -121,7 +121,8 @@ def test_fp16_loss_scale_at_minimum_stops_clearly(shakespeare, tmp_path):
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=30", "--eval_interval=3"],
                   env={"TRAIN_FAULT": "minscale@4:0,minscale@4:1"})
     assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
-    assert "error: at iteration 5 the fp16 loss scale reached its minimum and the gradients still overflow" in proc.stdout
+    assert ("error: at iteration 5 the fp16 loss scale reached its minimum and the gradients still overflow"
+            in proc.stdout)
     assert "Try a lower --learning_rate, --dtype=bfloat16" in proc.stdout
     assert ckpt.read_latest(str(out)) == "iter_3" and not (out / "final").exists()
 

@@ -162,9 +162,9 @@ METRICS = {"loss": 2.5, "lr": 3e-5, "ms": 712.3, "tok_s": 46012.4, "mfu": 0.478,
 
 
 def test_log_line_and_monitor_events_agree():
-    assert T.format_log(12, 100, METRICS) == ("iter 12/100 | loss 2.5000 | lr 3.00e-05 | 712 ms | 46,012 tok/s/gpu | "
-                                              "MFU 47.8% | opt 26 ms | mem 48.4 GiB | gnorm 1.23 | skipped (overflow) | "
-                                              "3 skipped in all | eta 1m03s")
+    assert T.format_log(12, 100, METRICS) == (
+        "iter 12/100 | loss 2.5000 | lr 3.00e-05 | 712 ms | 46,012 tok/s/gpu | MFU 47.8% | opt 26 ms | mem 48.4 GiB | "
+        "gnorm 1.23 | skipped (overflow) | 3 skipped in all | eta 1m03s")
     events = dict((tag, value) for tag, value, step in T.monitor_events(12, METRICS))
     assert events["Train/loss"] == 2.5 and events["Train/skipped_steps"] == 3 and events["Host/open_files"] == 30
     assert "Train/loss_scale" not in events  # None (not fp16) is left out
@@ -200,3 +200,32 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(monkeypatch, capsys):
     T.print0("iter 3/10 | loss 3.25")
     quiet.close()
     assert pipe.text == "" and "iter 3/10 | loss 3.25" in capsys.readouterr().out
+
+
+def test_checkpoint_files_skip_only_the_zip_crc32(tmp_path):
+    import zipfile
+
+    import torch
+    import torch.utils.serialization.config as save_config
+
+    import checkpoint as ckpt
+    weights = {"w": torch.randn(1000)}
+    with ckpt.fast_torch_save():
+        torch.save(weights, tmp_path / "fast.pt")
+    assert save_config.save.compute_crc32  # restored for everything else in the process
+    assert not save_config.save.use_pinned_memory_for_d2h
+    torch.save(weights, tmp_path / "plain.pt")
+    assert all(i.CRC == 0 for i in zipfile.ZipFile(tmp_path / "fast.pt").infolist())
+    assert all(i.CRC != 0 for i in zipfile.ZipFile(tmp_path / "plain.pt").infolist() if i.file_size)
+    assert torch.equal(torch.load(tmp_path / "fast.pt")["w"], weights["w"])
+
+
+def test_every_shipped_config_file_parses():
+    import glob
+    import os
+    files = sorted(glob.glob(os.path.join(T.REPO, "config", "*.py")))
+    assert len(files) >= 4
+    for f in files:
+        cfg = T.parse_config([f])
+        assert set(cfg) == set(T.DEFAULTS), f
+    assert not T.parse_config([os.path.join(T.REPO, "config", "xl_24gb_2gpus.py")])["pinned_checkpoint_copies"]

@@ -1,6 +1,7 @@
 """The real script through the deepspeed launcher, 2 CPU processes: training, evaluation, checkpoints, resume."""
 import json
 import os
+import zipfile
 
 import pytest
 import torch
@@ -34,6 +35,9 @@ def test_loss_falls_and_checkpoints_appear(reference_run):
         assert rank_state["sampler"] == {"seed": 1337, "rank": r, "iteration": 12, "world_size": 2}
     # best is the same state as final (val improved at the last eval): hard links, no second copy
     assert os.path.samefile(os.path.join(out, "best", ckpt.MODEL_STATES), os.path.join(out, "final", ckpt.MODEL_STATES))
+    # written without torch.save's per-byte CRC32s, which torch.load never reads (checkpoint.fast_torch_save)
+    shard = zipfile.ZipFile(os.path.join(out, "final", ckpt.zero_shard_name(0)))
+    assert all(info.CRC == 0 for info in shard.infolist())
     resolved = json.load(open(os.path.join(out, "config.json")))
     assert resolved["tokens_per_iter"] == 1024 and resolved["deepspeed"]["train_batch_size"] == 16
 

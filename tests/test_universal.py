@@ -70,7 +70,8 @@ def test_optimizer_state_carried_over_exactly(two_rank_run, shakespeare, tmp_pat
     assert ckpt.verify(str(out / "final"))["world_size"] == 1
     before = ckpt.convert_to_universal(str(two_rank_run), "final")
     after = ckpt.convert_to_universal(str(out), "final")  # the 1-rank save, converted afresh
-    params = sorted(d for d in os.listdir(os.path.join(before, "zero")) if os.path.isdir(os.path.join(before, "zero", d)))
+    zero_dir = os.path.join(before, "zero")
+    params = sorted(d for d in os.listdir(zero_dir) if os.path.isdir(os.path.join(zero_dir, d)))
     assert "transformer.h.0.attn.c_attn.weight" in params
     compared = 0
     for param in params:
