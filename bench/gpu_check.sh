@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proof on real GPUs (CI has none): the real launcher on 2 GPUs trains a GPT-2-medium-sized model from scratch on
+# Proof on real GPUs (CI has none): the real launcher on 2 GPUs (or those in GPUS) trains a GPT-2-medium-sized model from scratch on
 # Tiny Shakespeare in fp16 and in bf16, evaluates, checkpoints, resumes exactly; then GPT-2 XL shapes for a few
 # iterations.
 #
@@ -28,14 +28,16 @@ run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK
 run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b"
 run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume
 run bf16-straight "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=40 --out_dir="$WORK/bf16"
-TRAIN_FAULT=nan@3:1 run bf16-nan "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=8 --eval_interval=100 --eval_iters=4 \
+NAN_RANK=$(( $(tr -cd , <<<"$GPUS" | wc -c) ))  # the last rank
+TRAIN_FAULT=nan@3:$NAN_RANK run bf16-nan "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=8 --eval_interval=100 --eval_iters=4 \
     --out_dir="$WORK/nan" --save_checkpoints=False
 run xl-fp16 --init_from=scratch --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=16 --target_batch_size=64 \
     --dtype=float16 --max_iters=4 --eval_interval=4 --eval_iters=8 --out_dir="$WORK/xl" --save_checkpoints=False
 
-python3 - "$RESULTS" "$WORK" "$GPUS" <<'EOF'
+NAN_RANK=$NAN_RANK python3 - "$RESULTS" "$WORK" "$GPUS" <<'EOF'
 import os, re, subprocess, sys
 results, work, gpus = sys.argv[1:]
+n_gpus = len(gpus.split(","))
 def log(name):
     return open(os.path.join(results, f"{name}.log")).read()
 def losses(text):
@@ -52,7 +54,7 @@ out = [f"# GPU check: {card}, GPUs {gpus}; torch {torch.__version__}, DeepSpeed 
 for name in ("fp16-straight", "bf16-straight"):
     text = log(name)
     l, e = losses(text), evals(text)
-    out.append(f"## {name} (GPT-2-medium shapes from scratch, 2 GPUs, 16 x 2 x 2 x 1024 tokens per iteration)")
+    out.append(f"## {name} (GPT-2-medium shapes from scratch, {n_gpus} GPU(s), 64 sequences of 1024 tokens per iteration)")
     out.append(f"- iterations logged: {len(l)}; loss at iteration 1: {l.get(1)}, at 40: {l.get(40)}")
     out.append(f"- evals (iteration, train, val): {e}")
     if scales(text):
@@ -70,10 +72,10 @@ out.append("## exact resume, fp16 (20 iterations, resume, 20 more, against 40 st
 out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
 out.append(f"- largest per-iteration loss difference: {diff}")
 nan = log("bf16-nan")
-out.append("## bf16, a NaN loss injected on rank 1 at iteration 4")
+out.append(f"## bf16, a NaN loss injected on rank {os.environ['NAN_RANK']} at iteration 4")
 out += [f"- `{x}`" for x in nan.splitlines() if x.startswith("iter ")]
 xl = log("xl-fp16")
-out.append("## GPT-2 XL shapes, fp16, 2 GPUs")
+out.append(f"## GPT-2 XL shapes, fp16, {n_gpus} GPU(s)")
 out += [f"- `{x}`" for x in xl.splitlines() if x.startswith(("model:", "batch:", "memory:", "iter ", "eval ", "measured"))]
 open(os.path.join(results, "summary.md"), "w").write("\n".join(out) + "\n")
 print("\n".join(out))
