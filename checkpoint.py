@@ -278,17 +278,17 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
                                   "file system that every node shares?")
         atomic_write(os.path.join(tmp_dir, COMPLETE),
                      json.dumps({**marker, "tag": tag, "files": present, "saved_at": time.time()}, indent=1))
-        tag_dir = os.path.join(out_dir, tag)
-        install_dir(tmp_dir, tag_dir)
+        saved_dir = os.path.join(out_dir, tag)
+        install_dir(tmp_dir, saved_dir)
         for other in also:
             link_tmp = os.path.join(out_dir, TMP_PREFIX + other)
             shutil.rmtree(link_tmp, ignore_errors=True)
-            link_tree(tag_dir, link_tmp)
+            link_tree(saved_dir, link_tmp)
             install_dir(link_tmp, os.path.join(out_dir, other))
         if update_latest:
             atomic_write(os.path.join(out_dir, LATEST), tag)
         removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
-        result = (time.time() - t0, dir_bytes(tag_dir), dir_bytes(out_dir), removed)
+        result = (time.time() - t0, dir_bytes(saved_dir), dir_bytes(out_dir), removed)
     dist.barrier()
     return result
 
@@ -311,7 +311,6 @@ def apply_retention(out_dir, keep_last_n, protect=None):
 def fp32_state_dict(out_dir, tag):
     """Full fp32 weights (our parameter names) from a ZeRO checkpoint, through DeepSpeed's zero_to_fp32.
     The shards are memory-mapped and each tensor materialised once, so memory stays near one fp32 copy."""
-    import contextlib
     import sys
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     verify(os.path.join(out_dir, tag))
@@ -381,9 +380,7 @@ def convert_to_universal(out_dir, tag, log=print):
                               "resume on the GPU count it was saved with") from None
     with open(os.path.join(tmp, COMPLETE), "w") as f:
         json.dump({**marker, "converted_from": src, "conversion_seconds": time.time() - t0}, f, indent=1)
-    if os.path.exists(dst):
-        shutil.rmtree(dst)
-    os.rename(tmp, dst)
+    install_dir(tmp, dst)
     with open(os.path.join(os.path.dirname(dst), LATEST + "_universal"), "w") as f:
         f.write(tag)
     log(f"converted {src} ({marker['world_size']} ranks) to a universal checkpoint in {dst} "

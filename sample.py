@@ -46,21 +46,20 @@ def prompt_ids(start, enc):
 
 
 def main(argv):
-    from train_deepspeed import InputError, parse_config
+    from train_deepspeed import DTYPES, InputError, parse_config
     from model import PretrainedNotFound
     from checkpoint import CheckpointError
     from tokenizer import gpt2_encoding
     try:
         C = parse_config(argv, DEFAULTS)
         model = load(C["init_from"])
-        ids = prompt_ids(C["start"], gpt2_encoding())
+        enc = gpt2_encoding()
+        ids = prompt_ids(C["start"], enc)
     except (InputError, PretrainedNotFound, CheckpointError, OSError) as e:
         sys.exit(f"error: {e}")
     if not ids:
         sys.exit("error: the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[C["dtype"]]
-    model.to(device=C["device"], dtype=ptdtype).eval()
-    enc = gpt2_encoding()
+    model.to(device=C["device"], dtype=DTYPES[C["dtype"]]).eval()
     x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long, device=C["device"])
     generator = torch.Generator(device=C["device"]).manual_seed(C["seed"])
     for _ in range(C["num_samples"]):

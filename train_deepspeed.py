@@ -883,12 +883,14 @@ def run(argv):
                   "model_config": vars(model.config).copy(), "config": cfg}
         rank_state = {"rng": rng_state(), "sampler": {"seed": C.seed, "rank": rank, "iteration": state["iter"],
                                                       "world_size": world_size}}
-        fault = None
-        if any(a <= state["iter"] <= b for a, b, _ in faults.get("kill_in_save", ())):
-            fault = lambda where, r: fault_at(faults, "kill_in_save", state["iter"], r) and os.kill(os.getpid(),
-                                                                                              signal.SIGKILL)
+
+        def kill_in_save(where, r):  # TRAIN_FAULT=kill_in_save@N:RANK (tests)
+            if fault_at(faults, "kill_in_save", state["iter"], r):
+                os.kill(os.getpid(), signal.SIGKILL)
+
         result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
-                           update_latest=update_latest, keep_last_n=C.keep_last_n, fault=fault,
+                           update_latest=update_latest, keep_last_n=C.keep_last_n,
+                           fault=kill_in_save if "kill_in_save" in faults else None,
                            pinned=C.pinned_checkpoint_copies)
         if result is not None:
             seconds, size, total, removed = result

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_deepspeed as T  # noqa: E402
+from checkpoint import dir_bytes  # noqa: E402
 from model import GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 
 
@@ -110,8 +111,7 @@ def main():
         t0 = time.time()
         engine.save_checkpoint(args.save_dir, tag="peer")
         if rank == 0:
-            size = sum(os.path.getsize(os.path.join(args.save_dir, "peer", f))
-                       for f in os.listdir(os.path.join(args.save_dir, "peer")))
+            size = dir_bytes(os.path.join(args.save_dir, "peer"))
             print(f"saved peer in {time.time() - t0:.1f}s ({size / 2 ** 30:.2f} GiB)", flush=True)
     dist.barrier()
     dist.destroy_process_group()
