@@ -2,6 +2,7 @@
 and retention leaves exactly the tags it should."""
 import csv
 import os
+import statistics
 
 import pytest
 
@@ -28,11 +29,15 @@ def test_long_run_is_flat_and_retention_exact(shakespeare, tmp_path):
     assert proc.stdout.count("saved iter_") == ITERS // 10 - 1
     rss, files = series(str(out), "Host_rss_mib"), series(str(out), "Host_open_files")
     assert sorted(rss) == list(range(1, ITERS + 1))
-    # the allocator settles in the first ~150 iterations (seen: +80 MiB, then flat); after that, no growth per step
-    # or per save
-    half = ITERS // 2
-    assert rss[ITERS] - rss[half] < max(0.03 * rss[half], 16), (rss[half], rss[ITERS])
-    assert files[ITERS] == files[half] == files[20], (files[20], files[half], files[ITERS])
+    # No growth per step or per save once the allocator has settled (the first ~100 iterations). One RSS sample
+    # jumps by up to ~60 MiB either way as glibc takes and returns arenas (seen on the 2-core machine and in CI), so
+    # the medians of two 50-iteration windows are compared. A leak worth catching is far above that: keeping each
+    # step's logits (2 x 32 x 50304 fp32 = 12.9 MB) or each save's state (this rank's 12.5 MB) adds >= 180 MiB
+    # between the windows.
+    settled = statistics.median(rss[i] for i in range(ITERS // 2 + 1, ITERS // 2 + 51))
+    end = statistics.median(rss[i] for i in range(ITERS - 49, ITERS + 1))
+    assert end - settled < 96, (settled, end)
+    assert files[ITERS] == files[ITERS // 2] == files[20], (files[20], files[ITERS // 2], files[ITERS])
     tags = {name for name in os.listdir(out) if not name.startswith(("logs", "config.json", "zero_to_", "latest"))}
     assert tags == {f"iter_{ITERS - 20}", f"iter_{ITERS - 10}", "best", "final"}, tags
     evals = eval_losses(proc.stdout)
