@@ -210,11 +210,11 @@ class GPT(nn.Module):
         """GPT-2 weights by name (gpt2, gpt2-medium, gpt2-large, gpt2-xl; through transformers' cache) or
         from a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin).
         Tensors are read one by one straight into a model built on `device` in `dtype`."""
-        hf_config, weights_path = resolve_pretrained(name_or_dir)
-        config = GPTConfig(block_size=hf_config["n_positions"], vocab_size=hf_config["vocab_size"],
-                           n_layer=hf_config["n_layer"],
-                           n_head=hf_config["n_head"], n_embd=hf_config["n_embd"],
-                           layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-5),
+        hf_json, weights_path = resolve_pretrained(name_or_dir)
+        config = GPTConfig(block_size=hf_json["n_positions"], vocab_size=hf_json["vocab_size"],
+                           n_layer=hf_json["n_layer"],
+                           n_head=hf_json["n_head"], n_embd=hf_json["n_embd"],
+                           layer_norm_epsilon=hf_json.get("layer_norm_epsilon", 1e-5),
                            dropout=0.0 if dropout is None else dropout)
         with torch.device(device):
             model = cls(config, init_weights=False)
@@ -223,13 +223,6 @@ class GPT(nn.Module):
         if block_size is not None and block_size < config.block_size:
             model.crop_block_size(block_size)
         return model
-
-    def hf_state_dict(self):
-        """The weights under Hugging Face GPT2LMHeadModel names and layouts (Conv1D = transposed Linear)."""
-        return dict(to_hf_tensors(self.state_dict(), self.config.vocab_size))
-
-    def hf_config(self):
-        return hf_config(self.config)
 
     # -------------------------------------------------------------------------
     # sampling
@@ -362,10 +355,10 @@ def resolve_pretrained(name_or_dir):
         raise PretrainedNotFound(f"unknown model {name_or_dir!r}: use one of {', '.join(GPT2_SIZES)}, "
                                  "a local Hugging Face GPT-2 directory, 'scratch' or 'resume'")
     with open(config_path) as f:
-        hf_config = json.load(f)
-    if hf_config.get("model_type", "gpt2") != "gpt2":
-        raise PretrainedNotFound(f"{name_or_dir} holds a {hf_config.get('model_type')} model, not GPT-2")
-    return hf_config, weights_path
+        hf_json = json.load(f)
+    if hf_json.get("model_type", "gpt2") != "gpt2":
+        raise PretrainedNotFound(f"{name_or_dir} holds a {hf_json.get('model_type')} model, not GPT-2")
+    return hf_json, weights_path
 
 
 def iter_hf_tensors(weights_path):

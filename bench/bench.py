@@ -232,6 +232,8 @@ def main():
     for run in plan:
         if run["kind"] == "ours":
             run["args"] = run["args"] + [f"--{kv}" for kv in args.set]
+    if any(run["gpus"] > n_gpus for run in plan):
+        sys.exit(f"error: a run needs more than the {n_gpus} GPUs here")
     os.makedirs(args.out, exist_ok=True)
     env = environment(args.cpu)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
@@ -274,8 +276,6 @@ def main():
         for t in list(threads):
             if not t.is_alive():
                 threads.remove(t)
-        if pending and startable is None and any(r["gpus"] > n_gpus for r in pending):
-            sys.exit(f"error: a run needs more than the {n_gpus} GPUs here")
         time.sleep(0.5)
 
     order = {run["name"]: i for i, run in enumerate(plan)}

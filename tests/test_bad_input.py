@@ -151,7 +151,6 @@ def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_pat
         {p: m for p, m in before.items() if "logs" not in p.parts}
 
 
-
 def test_missing_logging_package_is_a_clear_error(tmp_path, shakespeare, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
     msg = error_of([*base(tmp_path, shakespeare), "--wandb_log=True"])

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from model import (GPT, GPT2_SIZES, GPTConfig, PretrainedNotFound, chunked_cross_entropy, flops_per_token,
-                   gpt2_param_count, peak_flops, sample_next)
+                   gpt2_param_count, peak_flops, sample_next, to_hf_tensors)
 
 TINY_HF = dict(vocab_size=300, n_positions=32, n_embd=48, n_layer=3, n_head=4)
 
@@ -61,9 +61,9 @@ def test_kv_cache_equals_no_cache(hf_pair, sampling):
     assert with_cache.tolist() == without.tolist()
 
 
-def test_hf_state_dict_round_trip(hf_pair, tmp_path):
+def test_hf_tensors_round_trip(hf_pair, tmp_path):
     hf, ours, _ = hf_pair
-    exported = ours.hf_state_dict()
+    exported = dict(to_hf_tensors(ours.state_dict(), ours.config.vocab_size))
     reference = {k: v for k, v in hf.state_dict().items() if k != "lm_head.weight" and not k.endswith(".attn.bias")}
     assert set(exported) == set(reference)
     for k, v in reference.items():
