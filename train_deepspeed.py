@@ -53,6 +53,7 @@ bias = True
 dropout = 0.0
 gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
 compile = False  # torch.compile each transformer block
+fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU and bias gradients in cuBLASLt matmul epilogues (fused_dense.py)
 # optimizer: AdamW
 learning_rate = 3e-5
 max_iters = 20
@@ -789,6 +790,15 @@ def run(argv):
     model, origin = build_model(cfg, device, ptdtype, vocab_size, resume_marker)
     model.gradient_checkpointing = C.gradient_checkpointing
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
+    fused_note = "off"
+    if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
+        import fused_dense
+        try:
+            fused_note = f"cuBLASLt epilogues (extension ready in {fused_dense.load_extension():.1f}s)"
+            model.set_fused_kernels(True)
+        except Exception as e:  # the plain ops compute the same thing, only slower
+            fused_note = f"off, the cuBLASLt extension did not build or load: {str(e).splitlines()[0][:200]}"
+            print0(f"warning: fused kernels {fused_note}")
     if C.compile:
         for block in model.transformer.h:
             block.compile()
@@ -863,7 +873,7 @@ def run(argv):
         print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
                f"parameters, from {origin}")
         print0(f"hardware: {world_size} x {gpu}; precision {C.dtype}; ZeRO stage {zero_stage}"
-               f"{' with optimizer offload' if offload else ''}")
+               f"{' with optimizer offload' if offload else ''}; fused kernels {fused_note}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per GPU (+ activations)")

@@ -3,7 +3,7 @@ Where the time of a training micro-step goes: model.py's GPT-2 XL (random init, 
 forward + backward of one micro-batch under torch.profiler, GPU kernel time grouped by kind; then each of the
 model's matmul shapes timed alone, against the card's peak.
 
-    python bench/profile_step.py --batch_size 16 [--compile]
+    python bench/profile_step.py --batch_size 16 [--compile] [--fused]
 """
 import argparse
 import collections
@@ -35,11 +35,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--fused", action="store_true", help="the cuBLASLt epilogues of fused_dense.py")
+    parser.add_argument("--no_shapes", action="store_true", help="skip timing each matmul shape alone")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     config = GPTConfig(**GPT2_SIZES["gpt2-xl"])
     with torch.device("cuda"):
         model = GPT(config).to(torch.bfloat16)
+    if args.fused:
+        import fused_dense
+        fused_dense.load_extension()
+        model.set_fused_kernels(True)
     if args.compile:
         for block in model.transformer.h:
             block.compile()
@@ -63,7 +69,7 @@ def main():
     peak = peak_flops(torch.cuda.get_device_name(), torch.bfloat16)
     print(f"forward+backward of {args.batch_size} x 1024 tokens: {ms:.1f} ms, "
           f"{tokens / ms * 1000:,.0f} tok/s, MFU {tokens / ms * 1000 * flops_per_token(config) / peak:.1%}"
-          f"{' (compiled blocks)' if args.compile else ''}")
+          f"{' (compiled blocks)' if args.compile else ''}{' (fused kernels)' if args.fused else ''}")
 
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         step()
@@ -78,6 +84,8 @@ def main():
         print(f"  {kind:40} {t:8.1f} ms  {t / busy:6.1%}")
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=70))
 
+    if args.no_shapes:
+        return
     M, d = tokens, config.n_embd
     shapes = {"qkv": (M, d, 3 * d), "attn proj": (M, d, d), "mlp fc": (M, d, 4 * d), "mlp proj": (M, 4 * d, d),
               "head (chunk 4096)": (4096, d, config.padded_vocab_size)}

@@ -1,0 +1,122 @@
+"""
+The cuBLASLt fused ops of fused_dense.py on a GPU, against what they replace:
+1. build (or cache load) time of the extension;
+2. each primitive at GPT-2 XL shapes (16 x 1024 tokens, d = 1600) in bf16 and fp16: its error against an fp32
+   computation from the same inputs, next to the error of the plain PyTorch path, and the time of each;
+3. gradients of a whole model (GPT-2-medium shapes, 4 x 1024 tokens) in bf16 with and without the fused ops,
+   each compared with the fp32 model's.
+
+    python bench/fused_check.py > fused_check.txt       (exits 1 if a fused result is off)
+"""
+import copy
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fused_dense as fd  # noqa: E402
+from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
+
+
+def rel_err(got, want):
+    return ((got.float() - want).norm() / want.norm()).item()
+
+
+def time_ms(fn, reps=20):
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def check_primitives(dtype, M=16 * 1024, d=1600):
+    torch.manual_seed(0)
+    dev = "cuda"
+    x = torch.randn(M, d, device=dev).to(dtype)
+    fc_w = (torch.randn(4 * d, d, device=dev) * 0.02).to(dtype)
+    fc_b = (torch.randn(4 * d, device=dev) * 0.02).to(dtype)
+    proj_w = (torch.randn(d, 4 * d, device=dev) * 0.02).to(dtype)
+    grad_out = (torch.randn(M, d, device=dev) * 1e-2).to(dtype)
+    pre = (torch.randn(M, 4 * d, device=dev)).to(dtype)
+    f32 = [t.float() for t in (x, fc_w, fc_b, proj_w, grad_out, pre)]
+    X, FW, FB, PW, G, P = f32
+    worst = 0.0
+    rows = []
+
+    def compare(name, fused_outs, plain_outs, want_outs, fused_fn, plain_fn):
+        nonlocal worst
+        for i, (f, p, w) in enumerate(zip(fused_outs, plain_outs, want_outs)):
+            ef, ep = rel_err(f, w), rel_err(p, w)
+            worst = max(worst, ef / max(ep, 1e-4))
+            rows.append(f"  {name}[{i}] {tuple(f.shape)}: error vs fp32 fused {ef:.2e}, plain {ep:.2e}")
+        tf, tp = time_ms(fused_fn), time_ms(plain_fn)
+        rows.append(f"  {name}: fused {tf:.3f} ms, plain {tp:.3f} ms ({tp - tf:+.3f} ms saved)")
+
+    want_pre = torch.nn.functional.linear(X, FW, FB)
+    want = (torch.nn.functional.gelu(want_pre, approximate="tanh"), want_pre)
+    compare("linear_gelu", fd.linear_gelu(x, fc_w, fc_b), fd.linear_gelu_reference(x, fc_w, fc_b), want,
+            lambda: fd.linear_gelu(x, fc_w, fc_b), lambda: fd.linear_gelu_reference(x, fc_w, fc_b))
+
+    want_grad_pre = torch.ops.aten.gelu_backward(G @ PW, P, approximate="tanh")
+    want = (want_grad_pre, want_grad_pre.sum(0))
+    compare("linear_dgelu_bgrad", fd.linear_dgelu_bgrad(grad_out, proj_w, pre),
+            fd.linear_dgelu_bgrad_reference(grad_out, proj_w, pre), want,
+            lambda: fd.linear_dgelu_bgrad(grad_out, proj_w, pre),
+            lambda: fd.linear_dgelu_bgrad_reference(grad_out, proj_w, pre))
+
+    for name, n_out, n_in in (("qkv", 3 * d, d), ("attn proj", d, d), ("mlp fc", 4 * d, d), ("mlp proj", d, 4 * d)):
+        g = (torch.randn(M, n_out, device=dev) * 1e-2).to(dtype)
+        inp = torch.randn(M, n_in, device=dev).to(dtype)
+        want = (g.float().t() @ inp.float(), g.float().sum(0))
+        compare(f"wgrad_bgrad {name}", fd.wgrad_bgrad(g, inp), fd.wgrad_bgrad_reference(g, inp), want,
+                lambda: fd.wgrad_bgrad(g, inp), lambda: fd.wgrad_bgrad_reference(g, inp))
+    print(f"{dtype}: largest (fused error / plain error) = {worst:.2f}")
+    print("\n".join(rows))
+    return worst
+
+
+def check_model_grads():
+    torch.manual_seed(0)
+    config = GPTConfig(**GPT2_SIZES["gpt2-medium"])
+    with torch.device("cuda"):
+        ref = GPT(config)
+    x = torch.randint(0, config.vocab_size, (4, 1024), device="cuda")
+    results = {}
+    for name, dtype, fused in (("fp32", torch.float32, False), ("bf16 plain", torch.bfloat16, False),
+                               ("bf16 fused", torch.bfloat16, True)):
+        model = copy.deepcopy(ref).to(dtype)
+        model.set_fused_kernels(fused)
+        _, loss = model(x, targets=x)
+        loss.backward()
+        results[name] = (loss.item(), {n: p.grad.float() for n, p in model.named_parameters()})
+        del model
+    loss32, grads32 = results["fp32"]
+    worst = {}
+    for name in ("bf16 plain", "bf16 fused"):
+        loss, grads = results[name]
+        errs = sorted(rel_err(grads[n], grads32[n]) for n in grads32)
+        worst[name] = errs[-1]
+        print(f"model grads, {name}: loss {loss:.5f} (fp32 {loss32:.5f}); gradient error vs fp32 over "
+              f"{len(errs)} tensors: median {errs[len(errs) // 2]:.2e}, largest {errs[-1]:.2e}")
+    return worst["bf16 fused"] / worst["bf16 plain"]
+
+
+def main():
+    print(torch.cuda.get_device_name(), torch.__version__, torch.version.cuda)
+    print(f"extension built/loaded in {fd.load_extension():.1f} s")
+    worst = max(check_primitives(torch.bfloat16), check_primitives(torch.float16))
+    model_ratio = check_model_grads()
+    ok = worst < 2.0 and model_ratio < 2.0
+    print(f"{'PASS' if ok else 'FAIL'}: fused errors at most {worst:.2f}x the plain path's (primitives), "
+          f"{model_ratio:.2f}x (whole-model gradients)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""
+GPT-2's MLP and attention linears with the elementwise work folded into cuBLASLt matmul epilogues:
+c_fc's bias + GELU in its forward matmul, GELU's backward and c_fc's bias gradient in c_proj's input-gradient
+matmul, every other bias gradient in its weight-gradient matmul. On an H100 these passes are memory-bound
+kernels of their own otherwise (bench/NOTES.md).
+
+The cuBLASLt calls live in csrc/fused_dense.cpp, built on first use with the host compiler (no nvcc: it is
+host code) and cached by torch.utils.cpp_extension. Where they cannot run (CPU, fp32, an odd shape, no build)
+the same autograd functions use plain PyTorch for each primitive, so the CPU tests check the functions' wiring
+and the GPU check (bench/fused_check.py) checks the kernels against these references.
+"""
+import glob
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "fused_dense.cpp")
+_loaded = False
+# Variant of each primitive: the cuBLASLt heuristic's algorithm index, or None for the plain PyTorch ops; for
+# dgelu, whether the bias gradient comes from the epilogue too. bench/fused_algos.py measures the choices.
+CHOICES = {"linear_gelu": 0, "dgelu": 0, "dgelu_bgrad_epilogue": True, "wgrad_bgrad": 0}
+
+
+def _cublaslt_paths():
+    """(include dir, library file) of the cuBLASLt that torch itself loaded, else of the CUDA toolkit."""
+    lib = None
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "libcublasLt.so" in line:
+                lib = line.split()[-1]
+                break
+    roots = [os.path.dirname(os.path.dirname(lib))] if lib else []
+    from torch.utils.cpp_extension import CUDA_HOME
+    roots += [os.path.join(p, "nvidia", sub) for p in sys.path for sub in ("cu13", "cu12", "cublas")]
+    roots += [CUDA_HOME] if CUDA_HOME else []
+    include = next((os.path.join(r, "include") for r in roots if os.path.isfile(os.path.join(r, "include", "cublasLt.h"))),
+                   None)
+    if lib is None:
+        found = [f for r in roots for f in sorted(glob.glob(os.path.join(r, "lib*", "libcublasLt.so*")))]
+        lib = found[0] if found else None
+    if include is None or lib is None:
+        raise RuntimeError(f"cuBLASLt not found (header: {include}, library: {lib})")
+    return include, lib
+
+
+def load_extension(verbose=False):
+    """Build (first time, ~30 s; then cached) and load the cuBLASLt ops. Returns seconds taken; raises on failure."""
+    global _loaded
+    if _loaded:
+        return 0.0
+    if not torch.cuda.is_available():
+        raise RuntimeError("fused kernels need a CUDA GPU")
+    from torch.utils.cpp_extension import load
+    start = time.time()
+    torch.cuda.init()
+    include, lib = _cublaslt_paths()
+    load(name="gpt2_fused_dense", sources=[_SOURCE], extra_include_paths=[include],
+         extra_cflags=["-O2"], extra_ldflags=[lib, f"-Wl,-rpath,{os.path.dirname(lib)}"], with_cuda=True,
+         is_python_module=False, verbose=verbose)
+    _register_fakes()
+    _loaded = True
+    return time.time() - start
+
+
+def _register_fakes():
+    """Shapes of each op's outputs, so that torch.compile can trace through them."""
+
+    @torch.library.register_fake("gpt2_fused::linear_gelu")
+    def _(x, weight, bias, algo=0):
+        out = x.new_empty(x.size(0), weight.size(0))
+        return out, torch.empty_like(out)
+
+    @torch.library.register_fake("gpt2_fused::linear_dgelu_bgrad")
+    def _(grad_out, weight, pre_gelu, bgrad=True, algo=0):
+        return torch.empty_like(pre_gelu), pre_gelu.new_empty(pre_gelu.size(1))
+
+    @torch.library.register_fake("gpt2_fused::wgrad_bgrad")
+    def _(grad_out, x, algo=0):
+        return x.new_empty(grad_out.size(1), x.size(1)), x.new_empty(grad_out.size(1))
+
+
+def _use_cublaslt(*tensors):
+    return _loaded and all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and t.size(-1) % 8 == 0
+                           for t in tensors)
+
+
+# -----------------------------------------------------------------------------
+# the three primitives: cuBLASLt where it can run, plain PyTorch otherwise
+
+
+def linear_gelu(x, weight, bias):
+    """(gelu_tanh(x W^T + b), x W^T + b) for 2-D x."""
+    if CHOICES["linear_gelu"] is not None and _use_cublaslt(x, weight) and weight.size(0) % 8 == 0:
+        return torch.ops.gpt2_fused.linear_gelu(x, weight, bias, CHOICES["linear_gelu"])
+    return linear_gelu_reference(x, weight, bias)
+
+
+def linear_dgelu_bgrad(grad_out, weight, pre_gelu):
+    """Gradient at the GELU's input given the gradient at the output of the linear after it, and its row sum."""
+    if CHOICES["dgelu"] is not None and _use_cublaslt(grad_out, weight, pre_gelu):
+        return torch.ops.gpt2_fused.linear_dgelu_bgrad(grad_out, weight, pre_gelu, CHOICES["dgelu_bgrad_epilogue"],
+                                                       CHOICES["dgelu"])
+    return linear_dgelu_bgrad_reference(grad_out, weight, pre_gelu)
+
+
+def wgrad_bgrad(grad_out, x):
+    """(grad_out^T x, grad_out summed over rows): a linear layer's weight and bias gradients."""
+    if CHOICES["wgrad_bgrad"] is not None and _use_cublaslt(grad_out, x):
+        return torch.ops.gpt2_fused.wgrad_bgrad(grad_out, x, CHOICES["wgrad_bgrad"])
+    return wgrad_bgrad_reference(grad_out, x)
+
+
+def linear_gelu_reference(x, weight, bias):
+    pre_gelu = F.linear(x, weight, bias)
+    return F.gelu(pre_gelu, approximate="tanh"), pre_gelu
+
+
+def linear_dgelu_bgrad_reference(grad_out, weight, pre_gelu):
+    grad_pre = torch.ops.aten.gelu_backward(grad_out @ weight, pre_gelu, approximate="tanh")
+    return grad_pre, grad_pre.sum(0)
+
+
+def wgrad_bgrad_reference(grad_out, x):
+    return grad_out.t() @ x, grad_out.sum(0)
+
+
+# -----------------------------------------------------------------------------
+# autograd functions used by model.py
+
+
+def _rows(t):
+    return t.reshape(-1, t.size(-1)).contiguous()
+
+
+class FusedMLP(torch.autograd.Function):
+    """proj(gelu_tanh(fc(x))) for GPT-2's MLP (both linears with biases)."""
+
+    @staticmethod
+    def forward(ctx, x, fc_weight, fc_bias, proj_weight, proj_bias):
+        x2 = _rows(x)
+        hidden, pre_gelu = linear_gelu(x2, fc_weight, fc_bias)
+        out = F.linear(hidden, proj_weight, proj_bias)
+        ctx.save_for_backward(x2, fc_weight, proj_weight, pre_gelu, hidden)
+        return out.view(*x.shape[:-1], out.size(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, fc_weight, proj_weight, pre_gelu, hidden = ctx.saved_tensors
+        g = _rows(grad_out)
+        grad_proj_weight, grad_proj_bias = wgrad_bgrad(g, hidden)
+        grad_pre, grad_fc_bias = linear_dgelu_bgrad(g, proj_weight, pre_gelu)
+        grad_fc_weight = grad_pre.t() @ x2
+        grad_x = (grad_pre @ fc_weight).view(*grad_out.shape[:-1], x2.size(-1))
+        return grad_x, grad_fc_weight, grad_fc_bias, grad_proj_weight, grad_proj_bias
+
+
+class FusedLinear(torch.autograd.Function):
+    """x W^T + b whose bias gradient comes out of the weight-gradient matmul."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(_rows(x), weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, weight = ctx.saved_tensors
+        g = _rows(grad_out)
+        grad_weight, grad_bias = wgrad_bgrad(g, x2)
+        grad_x = (g @ weight).view(*grad_out.shape[:-1], x2.size(-1))
+        return grad_x, grad_weight, grad_bias
