@@ -1,8 +1,7 @@
 """
-GPT-2's MLP and attention linears with the elementwise work folded into cuBLASLt matmul epilogues:
-c_fc's bias + GELU in its forward matmul, GELU's backward and c_fc's bias gradient in c_proj's input-gradient
-matmul, every other bias gradient in its weight-gradient matmul. On an H100 these passes are memory-bound
-kernels of their own otherwise (bench/NOTES.md).
+GPT-2's MLP with its GELU folded into cuBLASLt matmul epilogues: c_fc's bias + GELU in c_fc's matmul (which
+also keeps the GELU's input for backward), and GELU's backward in the matmul that takes the gradient through
+c_proj. Otherwise each is a memory-bound pass over a 4 x n_embd activation of its own (bench/NOTES.md).
 
 The cuBLASLt calls live in csrc/fused_dense.cpp, built on first use with the host compiler (no nvcc: it is
 host code) and cached by torch.utils.cpp_extension. Where they cannot run (CPU, fp32, an odd shape, no build)
@@ -19,9 +18,6 @@ import torch.nn.functional as F
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "fused_dense.cpp")
 _loaded = False
-# Variant of each primitive: the cuBLASLt heuristic's algorithm index, or None for the plain PyTorch ops; for
-# dgelu, whether the bias gradient comes from the epilogue too. bench/fused_algos.py measures the choices.
-CHOICES = {"linear_gelu": 0, "dgelu": 0, "dgelu_bgrad_epilogue": True, "wgrad_bgrad": 0}
 
 
 def _cublaslt_paths():
@@ -69,17 +65,13 @@ def _register_fakes():
     """Shapes of each op's outputs, so that torch.compile can trace through them."""
 
     @torch.library.register_fake("gpt2_fused::linear_gelu")
-    def _(x, weight, bias, algo=0):
+    def _(x, weight, bias):
         out = x.new_empty(x.size(0), weight.size(0))
         return out, torch.empty_like(out)
 
-    @torch.library.register_fake("gpt2_fused::linear_dgelu_bgrad")
-    def _(grad_out, weight, pre_gelu, bgrad=True, algo=0):
-        return torch.empty_like(pre_gelu), pre_gelu.new_empty(pre_gelu.size(1))
-
-    @torch.library.register_fake("gpt2_fused::wgrad_bgrad")
-    def _(grad_out, x, algo=0):
-        return x.new_empty(grad_out.size(1), x.size(1)), x.new_empty(grad_out.size(1))
+    @torch.library.register_fake("gpt2_fused::linear_dgelu")
+    def _(grad_out, weight, pre_gelu):
+        return torch.empty_like(pre_gelu)
 
 
 def _use_cublaslt(*tensors):
@@ -88,29 +80,21 @@ def _use_cublaslt(*tensors):
 
 
 # -----------------------------------------------------------------------------
-# the three primitives: cuBLASLt where it can run, plain PyTorch otherwise
+# the two primitives: cuBLASLt where it can run, plain PyTorch otherwise
 
 
 def linear_gelu(x, weight, bias):
     """(gelu_tanh(x W^T + b), x W^T + b) for 2-D x."""
-    if CHOICES["linear_gelu"] is not None and _use_cublaslt(x, weight) and weight.size(0) % 8 == 0:
-        return torch.ops.gpt2_fused.linear_gelu(x, weight, bias, CHOICES["linear_gelu"])
+    if _use_cublaslt(x, weight) and weight.size(0) % 8 == 0:
+        return torch.ops.gpt2_fused.linear_gelu(x, weight, bias)
     return linear_gelu_reference(x, weight, bias)
 
 
-def linear_dgelu_bgrad(grad_out, weight, pre_gelu):
-    """Gradient at the GELU's input given the gradient at the output of the linear after it, and its row sum."""
-    if CHOICES["dgelu"] is not None and _use_cublaslt(grad_out, weight, pre_gelu):
-        return torch.ops.gpt2_fused.linear_dgelu_bgrad(grad_out, weight, pre_gelu, CHOICES["dgelu_bgrad_epilogue"],
-                                                       CHOICES["dgelu"])
-    return linear_dgelu_bgrad_reference(grad_out, weight, pre_gelu)
-
-
-def wgrad_bgrad(grad_out, x):
-    """(grad_out^T x, grad_out summed over rows): a linear layer's weight and bias gradients."""
-    if CHOICES["wgrad_bgrad"] is not None and _use_cublaslt(grad_out, x):
-        return torch.ops.gpt2_fused.wgrad_bgrad(grad_out, x, CHOICES["wgrad_bgrad"])
-    return wgrad_bgrad_reference(grad_out, x)
+def linear_dgelu(grad_out, weight, pre_gelu):
+    """Gradient at the GELU's input, given the gradient at the output of the linear (weight) after it."""
+    if _use_cublaslt(grad_out, weight, pre_gelu):
+        return torch.ops.gpt2_fused.linear_dgelu(grad_out, weight, pre_gelu)
+    return linear_dgelu_reference(grad_out, weight, pre_gelu)
 
 
 def linear_gelu_reference(x, weight, bias):
@@ -118,17 +102,12 @@ def linear_gelu_reference(x, weight, bias):
     return F.gelu(pre_gelu, approximate="tanh"), pre_gelu
 
 
-def linear_dgelu_bgrad_reference(grad_out, weight, pre_gelu):
-    grad_pre = torch.ops.aten.gelu_backward(grad_out @ weight, pre_gelu, approximate="tanh")
-    return grad_pre, grad_pre.sum(0)
-
-
-def wgrad_bgrad_reference(grad_out, x):
-    return grad_out.t() @ x, grad_out.sum(0)
+def linear_dgelu_reference(grad_out, weight, pre_gelu):
+    return torch.ops.aten.gelu_backward(grad_out @ weight, pre_gelu, approximate="tanh")
 
 
 # -----------------------------------------------------------------------------
-# autograd functions used by model.py
+# the MLP's autograd function, used by model.py
 
 
 def _rows(t):
@@ -150,25 +129,8 @@ class FusedMLP(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2, fc_weight, proj_weight, pre_gelu, hidden = ctx.saved_tensors
         g = _rows(grad_out)
-        grad_proj_weight, grad_proj_bias = wgrad_bgrad(g, hidden)
-        grad_pre, grad_fc_bias = linear_dgelu_bgrad(g, proj_weight, pre_gelu)
-        grad_fc_weight = grad_pre.t() @ x2
+        grad_proj_weight, grad_proj_bias = g.t() @ hidden, g.sum(0)
+        grad_pre = linear_dgelu(g, proj_weight, pre_gelu)
+        grad_fc_weight, grad_fc_bias = grad_pre.t() @ x2, grad_pre.sum(0)
         grad_x = (grad_pre @ fc_weight).view(*grad_out.shape[:-1], x2.size(-1))
         return grad_x, grad_fc_weight, grad_fc_bias, grad_proj_weight, grad_proj_bias
-
-
-class FusedLinear(torch.autograd.Function):
-    """x W^T + b whose bias gradient comes out of the weight-gradient matmul."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(_rows(x), weight)
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x2, weight = ctx.saved_tensors
-        g = _rows(grad_out)
-        grad_weight, grad_bias = wgrad_bgrad(g, x2)
-        grad_x = (g @ weight).view(*grad_out.shape[:-1], x2.size(-1))
-        return grad_x, grad_weight, grad_bias

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from fused_dense import FusedLinear, FusedMLP
+from fused_dense import FusedMLP
 
 # -----------------------------------------------------------------------------
 # blocks
@@ -31,14 +31,10 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.fused = False  # bias gradients from the weight-gradient matmuls (GPT.set_fused_kernels)
-
-    def linear(self, layer, x):
-        return FusedLinear.apply(x, layer.weight, layer.bias) if self.fused else layer(x)
 
     def forward(self, x, kv_cache=None, layer=0):
         B, T, C = x.size()
-        q, k, v = self.linear(self.c_attn, x).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)
@@ -46,7 +42,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.linear(self.c_proj, y))
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -56,7 +52,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.fused = False  # bias + GELU and their gradients in matmul epilogues (GPT.set_fused_kernels)
+        self.fused = False  # GELU inside the matmuls' epilogues (GPT.set_fused_kernels)
 
     def forward(self, x):
         if self.fused:
@@ -164,12 +160,11 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def set_fused_kernels(self, on):
-        """Route the linears through fused_dense.py (cuBLASLt epilogues on a GPU once its extension is loaded;
+        """Run each MLP through fused_dense.FusedMLP (cuBLASLt epilogues on a GPU once its extension is loaded;
         the same arithmetic in plain PyTorch otherwise). Needs biases; ZeRO-3 cannot use it (it gathers a
         weight only inside its own module's forward)."""
-        for module in self.modules():
-            if isinstance(module, (MLP, CausalSelfAttention)):
-                module.fused = on and self.config.bias
+        for block in self.transformer.h:
+            block.mlp.fused = on and self.config.bias
 
     def get_num_params(self, non_embedding=True):
         """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU session behind the fused-kernel rows of bench/NOTES.md (third session, 2026-11-27).
-# Phase 1 (one H100): the extension's check against fp32 (bench/fused_check.py), the model alone with and
-# without the fused ops (bench/profile_step.py), and loss curves of a short real run (GPT-2-medium shapes from
-# scratch, 40 iterations, the real trainer) with fused_kernels off and on, in bf16 and fp16.
-#   bench/run_fused.sh 1 /tmp/out
+# Phase 1 (one H100): the extension's check against fp32 and the model alone with and without the fused ops
+# (bench/fused_check.py), where the time goes with them (bench/profile_step.py --fused), and loss curves of a
+# short real run (GPT-2-medium shapes from scratch, 40 iterations, the real trainer) with fused_kernels off and
+# on, in bf16 and fp16.
+# Phase 2 (4 x H100): the throughput table again with the fused ops on by default, beside the same run with
+# them off and with compile=True, the peer, and the 1- and 2-GPU scaling runs.
+#   bench/run_fused.sh 1 /tmp/out ; bench/run_fused.sh 2 /tmp/out
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=$1 out=$2
@@ -14,12 +17,9 @@ MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=
         --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
         --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
 if [[ $phase == 1 ]]; then
-    timeout 240 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
+    timeout 300 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
     echo "fused_check exit $?" >> "$out/fused_check.txt"
-    for variant in "" "--fused" "--compile" "--fused --compile"; do
-        name=profile$(tr -d ' -' <<<"_$variant")
-        timeout 200 python3 bench/profile_step.py --batch_size 16 --no_shapes $variant > "$out/$name.txt" 2>&1
-    done
+    timeout 120 python3 bench/profile_step.py --batch_size 16 --no_shapes --fused > "$out/profile_fused.txt" 2>&1
     for dtype in bfloat16 float16; do
         for fused in False True; do
             timeout 150 python3 -m deepspeed.launcher.runner --num_gpus=1 --master_port=29600 train_deepspeed.py \
@@ -27,4 +27,12 @@ if [[ $phase == 1 ]]; then
                 > "$out/curve-$dtype-fused-$fused.log" 2>&1
         done
     done
+elif [[ $phase == 2 ]]; then
+    nvidia-smi topo -m > "$out/topology.txt" 2>&1
+    timeout 330 python3 bench/bench.py --runs ours-bf16-4,ours-fp16-4,peer-bf16-4 --tag 4gpu --out "$out" --timeout 150
+    timeout 80 python3 bench/bench.py --runs ours-bf16-4 --set fused_kernels=False --tag 4gpu-plain --out "$out" \
+        --timeout 75
+    timeout 95 python3 bench/bench.py --runs ours-bf16-4 --set compile=True --tag 4gpu-compile --out "$out" --timeout 90
+    timeout 150 python3 bench/bench.py --runs ours-bf16-2,ours-bf16-1,ours-fp16-1,ours-fp16-2 --concurrent \
+        --tag scaling --out "$out" --timeout 140
 fi

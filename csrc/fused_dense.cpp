@@ -1,5 +1,5 @@
-// GPT-2's linear layers as cuBLASLt matmuls with fused epilogues (fp16/bf16, CUDA), registered as torch ops
-// gpt2_fused::* so that autograd.Functions in fused_dense.py and torch.compile can call them.
+// GPT-2's MLP matmuls with cuBLASLt's GELU epilogues (fp16/bf16, CUDA), registered as torch ops gpt2_fused::* so
+// that the autograd.Function in fused_dense.py and torch.compile can call them.
 //
 // cuBLASLt is column-major: a row-major PyTorch matrix [r, c] is the column-major matrix c x r. Each op below
 // names the column-major product it asks for; `m`, `n`, `k` are cuBLASLt's.
@@ -46,7 +46,7 @@ struct LtMatmul {
 // D (m x n, leading dimension ldd) = op(A) op(B), with `epilogue` reading or writing `bias` and `aux`.
 void lt_matmul(cublasOperation_t trans_a, cublasOperation_t trans_b, int64_t m, int64_t n, int64_t k,
                const void* A, int64_t lda, const void* B, int64_t ldb, void* D, int64_t ldd, cudaDataType_t dtype,
-               cublasLtEpilogue_t epilogue, const void* bias, void* aux, int64_t ldaux, int64_t algo) {
+               cublasLtEpilogue_t epilogue, const void* bias, void* aux, int64_t ldaux) {
   LtMatmul mm;
   LT_CHECK(cublasLtMatmulDescCreate(&mm.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   LT_CHECK(cublasLtMatmulDescSetAttribute(mm.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
@@ -72,26 +72,18 @@ void lt_matmul(cublasOperation_t trans_a, cublasOperation_t trans_b, int64_t m, 
   LT_CHECK(cublasLtMatmulPreferenceSetAttribute(mm.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_size,
                                                 sizeof(workspace_size)));
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
-  constexpr int kMaxAlgos = 8;
-  cublasLtMatmulHeuristicResult_t heuristics[kMaxAlgos] = {};
+  cublasLtMatmulHeuristicResult_t heuristic = {};
   int found = 0;
-  LT_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, mm.op, mm.a, mm.b, mm.d, mm.d, mm.pref, kMaxAlgos, heuristics,
-                                          &found));
-  TORCH_CHECK(algo >= 0 && algo < found, "cuBLASLt offers ", found, " algorithms for this fused matmul (m=", m,
-              " n=", n, " k=", k, "), not #", algo);
-  TORCH_CHECK(heuristics[algo].state == CUBLAS_STATUS_SUCCESS && heuristics[algo].workspaceSize <= workspace_size,
-              "cuBLASLt algorithm #", algo, " is not usable here");
-  cublasLtMatmulHeuristicResult_t checked = {};
-  LT_CHECK(cublasLtMatmulAlgoCheck(handle, mm.op, mm.a, mm.b, mm.d, mm.d, &heuristics[algo].algo, &checked));
+  LT_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, mm.op, mm.a, mm.b, mm.d, mm.d, mm.pref, 1, &heuristic, &found));
+  TORCH_CHECK(found > 0, "cuBLASLt has no algorithm for this fused matmul (m=", m, " n=", n, " k=", k, ")");
   const float one = 1.0f, zero = 0.0f;
-  LT_CHECK(cublasLtMatmul(handle, mm.op, &one, A, mm.a, B, mm.b, &zero, D, mm.d, D, mm.d, &heuristics[algo].algo, workspace,
+  LT_CHECK(cublasLtMatmul(handle, mm.op, &one, A, mm.a, B, mm.b, &zero, D, mm.d, D, mm.d, &heuristic.algo, workspace,
                          workspace_size, at::cuda::getCurrentCUDAStream()));
 }
 
 // Forward of c_fc + GELU: x [M, K], weight [N, K], bias [N] -> (gelu(x W^T + b), x W^T + b), both [M, N].
 // Column-major: D (N x M) = W (op T of the K x N storage) * x (K x M).
-std::tuple<at::Tensor, at::Tensor> linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                               int64_t algo) {
+std::tuple<at::Tensor, at::Tensor> linear_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_matrix(x, "x");
   check_matrix(weight, "weight");
   TORCH_CHECK(x.size(1) == weight.size(1) && bias.numel() == weight.size(0) && bias.is_contiguous(),
@@ -102,58 +94,36 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu(const at::Tensor& x, const at::Te
   at::Tensor out = at::empty({M, N}, x.options());
   at::Tensor pre_gelu = at::empty({M, N}, x.options());
   lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight.data_ptr(), K, x.data_ptr(), K, out.data_ptr(), N,
-            cuda_dtype(x), CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias.data_ptr(), pre_gelu.data_ptr(), N, algo);
+            cuda_dtype(x), CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias.data_ptr(), pre_gelu.data_ptr(), N);
   return {out, pre_gelu};
 }
 
 // Backward through c_proj's input and the GELU: grad_out [M, N2], weight [N2, N] (c_proj's), pre_gelu [M, N]
-// -> (grad of the GELU input = (grad_out W) * gelu'(pre_gelu), [M, N]; its sum over rows = c_fc's bias grad, [N]).
+// -> gradient at the GELU's input, (grad_out W) * gelu'(pre_gelu), [M, N]. (DGELU_BGRAD would add the bias
+// gradient, but on an H100 cuBLASLt runs it as a separate, slower epilogue kernel: bench/NOTES.md.)
 // Column-major: D (N x M) = W (N x N2 storage, op N) * grad_out (N2 x M).
-std::tuple<at::Tensor, at::Tensor> linear_dgelu_bgrad(const at::Tensor& grad_out, const at::Tensor& weight,
-                                                      const at::Tensor& pre_gelu, bool bgrad, int64_t algo) {
+at::Tensor linear_dgelu(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& pre_gelu) {
   check_matrix(grad_out, "grad_out");
   check_matrix(weight, "weight");
   check_matrix(pre_gelu, "pre_gelu");
   const int64_t M = grad_out.size(0), N2 = grad_out.size(1), N = weight.size(1);
   TORCH_CHECK(weight.size(0) == N2 && pre_gelu.size(0) == M && pre_gelu.size(1) == N,
-              "linear_dgelu_bgrad: shapes do not match");
+              "linear_dgelu: shapes do not match");
   c10::cuda::CUDAGuard guard(grad_out.device());
   at::Tensor grad_pre = at::empty({M, N}, grad_out.options());
-  at::Tensor grad_bias = at::empty({N}, grad_out.options());
   lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, N, M, N2, weight.data_ptr(), N, grad_out.data_ptr(), N2, grad_pre.data_ptr(),
-            N, cuda_dtype(grad_out), bgrad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU,
-            bgrad ? grad_bias.data_ptr() : nullptr, pre_gelu.data_ptr(), N, algo);
-  if (!bgrad) grad_bias = grad_pre.sum(0);
-  return {grad_pre, grad_bias};
-}
-
-// Weight and bias gradients of a linear layer: grad_out [M, N], x [M, K] -> (grad_out^T x [N, K], column sums of
-// grad_out [N]). Column-major: D (K x N) = x (K x M, op N) * grad_out (op T of the N x M storage); the bias
-// gradient is the reduction of B over k = M.
-std::tuple<at::Tensor, at::Tensor> wgrad_bgrad(const at::Tensor& grad_out, const at::Tensor& x, int64_t algo) {
-  check_matrix(grad_out, "grad_out");
-  check_matrix(x, "x");
-  const int64_t M = x.size(0), K = x.size(1), N = grad_out.size(1);
-  TORCH_CHECK(grad_out.size(0) == M, "wgrad_bgrad: shapes do not match");
-  c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor grad_weight = at::empty({N, K}, x.options());
-  at::Tensor grad_bias = at::empty({N}, x.options());
-  lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x.data_ptr(), K, grad_out.data_ptr(), N, grad_weight.data_ptr(), K,
-            cuda_dtype(x), CUBLASLT_EPILOGUE_BGRADB, grad_bias.data_ptr(), nullptr, 0, algo);
-  return {grad_weight, grad_bias};
+            N, cuda_dtype(grad_out), CUBLASLT_EPILOGUE_DGELU, nullptr, pre_gelu.data_ptr(), N);
+  return grad_pre;
 }
 
 }  // namespace
 
 TORCH_LIBRARY(gpt2_fused, m) {
-  m.def("linear_gelu(Tensor x, Tensor weight, Tensor bias, int algo=0) -> (Tensor, Tensor)");
-  m.def("linear_dgelu_bgrad(Tensor grad_out, Tensor weight, Tensor pre_gelu, bool bgrad=True, int algo=0) -> "
-        "(Tensor, Tensor)");
-  m.def("wgrad_bgrad(Tensor grad_out, Tensor x, int algo=0) -> (Tensor, Tensor)");
+  m.def("linear_gelu(Tensor x, Tensor weight, Tensor bias) -> (Tensor, Tensor)");
+  m.def("linear_dgelu(Tensor grad_out, Tensor weight, Tensor pre_gelu) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(gpt2_fused, CUDA, m) {
   m.impl("linear_gelu", &linear_gelu);
-  m.impl("linear_dgelu_bgrad", &linear_dgelu_bgrad);
-  m.impl("wgrad_bgrad", &wgrad_bgrad);
+  m.impl("linear_dgelu", &linear_dgelu);
 }

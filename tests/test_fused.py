@@ -1,0 +1,70 @@
+"""fused_dense.py on the CPU: its autograd function, run with the plain-PyTorch primitives, must give the MLP's
+values and gradients exactly. The cuBLASLt kernels behind the same primitives are checked on a GPU by
+bench/fused_check.py (results in bench/results/)."""
+import copy
+
+import pytest
+import torch
+
+import fused_dense
+from model import GPT, GPTConfig
+
+
+def tiny(dropout=0.0):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=100, dropout=dropout))
+
+
+def grads(model, idx, seed=0):
+    torch.manual_seed(seed)  # same dropout masks for both models
+    _, loss = model(idx, targets=idx)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype,checkpointing", [(torch.float32, 0), (torch.float32, -1), (torch.bfloat16, 0)])
+def test_fused_mlp_equals_plain_mlp(dtype, checkpointing):
+    plain = tiny(dropout=0.1).to(dtype)
+    fused = copy.deepcopy(plain)
+    fused.set_fused_kernels(True)
+    assert [b.mlp.fused for b in fused.transformer.h] == [True, True]
+    for model in (plain, fused):
+        model.gradient_checkpointing = checkpointing
+    idx = torch.randint(0, 100, (3, 16), generator=torch.Generator().manual_seed(1))
+    loss_plain, grads_plain = grads(plain, idx)
+    loss_fused, grads_fused = grads(fused, idx)
+    assert loss_fused == loss_plain
+    assert grads_fused.keys() == grads_plain.keys() and len(grads_fused) == 28
+    for name, g in grads_plain.items():
+        # the same primitives in a different order of calls: equal to float rounding of the sums
+        tol = 1e-6 if dtype == torch.float32 else 1e-2
+        assert (grads_fused[name].float() - g.float()).abs().max().item() <= tol * max(1.0, g.abs().max().item()), name
+    assert grads_fused["transformer.h.0.mlp.c_fc.bias"].abs().sum() > 0
+
+
+def test_fused_mlp_function_against_autograd():
+    """The backward formulas alone, on a 3-D input, against autograd through the plain ops."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    fc_w, proj_w = torch.randn(64, 16, dtype=torch.float64), torch.randn(16, 64, dtype=torch.float64)
+    fc_b, proj_b = torch.randn(64, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    params = [t.requires_grad_() for t in (fc_w, fc_b, proj_w, proj_b)]
+    assert torch.autograd.gradcheck(fused_dense.FusedMLP.apply, (x, *params), atol=1e-7, rtol=1e-6)
+    out = fused_dense.FusedMLP.apply(x, *params)
+    want = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(x, fc_w, fc_b),
+                                                               approximate="tanh"), proj_w, proj_b)
+    assert out.shape == (2, 5, 16) and torch.allclose(out, want, atol=1e-12)
+
+
+def test_no_bias_model_keeps_plain_mlp():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100, bias=False))
+    model.set_fused_kernels(True)
+    assert model.transformer.h[0].mlp.fused is False
+
+
+def test_extension_needs_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="fused kernels need a CUDA GPU"):
+        fused_dense.load_extension()
+    assert not fused_dense._use_cublaslt(torch.zeros(8, 8, dtype=torch.bfloat16))
