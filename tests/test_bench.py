@@ -24,3 +24,15 @@ def test_bench_cpu_mode(shakespeare, tmp_path):
     assert data["environment"]["card"] == "CPU (DeepSpeed CPU accelerator)"
     table = open(tmp_path / result.replace(".json", ".md")).read()
     assert "| ours-cpu-tiny | 2 | float32 | 4 x 2 |" in table
+
+
+def test_curves_reports_largest_loss_difference(tmp_path):
+    a, b = tmp_path / "plain.log", tmp_path / "fused.log"
+    a.write_text("noise\niter 1/3 | loss 10.5000 | lr 1e-4\niter 2/3 | loss 9.0000 | x\niter 3/3 | loss 8.0000 | x\n")
+    b.write_text("iter 1/3 | loss 10.5000 | lr 1e-4\niter 2/3 | loss 9.0030 | x\niter 3/3 | loss 7.9990 | x\n")
+    proc = subprocess.run([sys.executable, "bench/curves.py", str(a), str(b), "--out", str(tmp_path / "c.png")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{b}: 3 iterations, loss 10.5000 -> 7.9990, largest difference from {a}: 0.0030 over 3 iterations" \
+        in proc.stdout
+    assert os.path.getsize(tmp_path / "c.png") > 10_000
