@@ -53,7 +53,7 @@ bias = True
 dropout = 0.0
 gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
 compile = False  # torch.compile each transformer block
-fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU and bias gradients in cuBLASLt matmul epilogues (fused_dense.py)
+fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: the MLP's GELU in cuBLASLt matmul epilogues (fused_dense.py)
 # optimizer: AdamW
 learning_rate = 3e-5
 max_iters = 20
