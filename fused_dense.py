@@ -9,6 +9,7 @@ the same autograd function uses plain PyTorch for each primitive, so the CPU tes
 and the GPU check (bench/fused_check.py) checks the kernels against these references.
 """
 import glob
+import math
 import os
 import sys
 import time
@@ -58,8 +59,29 @@ def load_extension(verbose=False):
          extra_cflags=["-O2"], extra_ldflags=[lib, f"-Wl,-rpath,{os.path.dirname(lib)}"], with_cuda=True,
          is_python_module=False, verbose=verbose)
     _register_fakes()
+    _self_test(torch.ops.gpt2_fused.linear_gelu, torch.ops.gpt2_fused.linear_dgelu)
     _loaded = True
     return time.time() - start
+
+
+def _self_test(linear_gelu_op, linear_dgelu_op, device="cuda"):
+    """Both ops against the plain path on small inputs, in both 16-bit types and with a weight that is only
+    16-byte aligned (as a view into DeepSpeed's flat buffers can be), so that a broken build or an unsupported
+    GPU falls back to the plain ops at start-up instead of failing or training wrongly later."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16):
+        def randn(*shape, offset=0):
+            flat = torch.randn(offset + math.prod(shape), device=device, generator=gen).to(dtype)
+            return flat[offset:].view(shape)
+
+        x, w, b = randn(48, 64), randn(128, 64, offset=8), randn(128)
+        g, w2, pre = randn(48, 32), randn(32, 128, offset=8), randn(48, 128)
+        pairs = list(zip(linear_gelu_op(x, w, b), linear_gelu_reference(x, w, b)))
+        pairs.append((linear_dgelu_op(g, w2, pre), linear_dgelu_reference(g, w2, pre)))
+        for got, want in pairs:
+            err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+            if not err < 2e-2:
+                raise RuntimeError(f"the fused kernels' start-up check failed ({dtype}: relative error {err:.2e})")
 
 
 def _register_fakes():
@@ -77,7 +99,7 @@ def _register_fakes():
 
 def _use_cublaslt(*tensors):
     return _loaded and all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and t.size(-1) % 8 == 0
-                           for t in tensors)
+                           and t.data_ptr() % 16 == 0 for t in tensors)
 
 
 # -----------------------------------------------------------------------------

@@ -29,6 +29,15 @@ void check_matrix(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.size(1) % 8 == 0, name, ": the inner dimension must be a multiple of 8, got ", t.size(1));
 }
 
+// The largest power of two up to 256 that divides the address. cuBLASLt's heuristic assumes 256-byte aligned
+// matrices unless told otherwise (as PyTorch tells it for its own matmuls); DeepSpeed's parameters are views
+// into flat buffers and need not be.
+uint32_t alignment_of(const void* ptr) {
+  uint32_t alignment = 256;
+  while (reinterpret_cast<uintptr_t>(ptr) % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
 // Owns the descriptors of one call.
 struct LtMatmul {
   cublasLtMatmulDesc_t op = nullptr;
@@ -71,6 +80,13 @@ void lt_matmul(cublasOperation_t trans_a, cublasOperation_t trans_b, int64_t m, 
   LT_CHECK(cublasLtMatmulPreferenceCreate(&mm.pref));
   LT_CHECK(cublasLtMatmulPreferenceSetAttribute(mm.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_size,
                                                 sizeof(workspace_size)));
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> matrices[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, A}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, B},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, D}, {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, D}};
+  for (const auto& [attribute, ptr] : matrices) {
+    const uint32_t alignment = alignment_of(ptr);
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(mm.pref, attribute, &alignment, sizeof(alignment)));
+  }
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
   cublasLtMatmulHeuristicResult_t heuristic = {};
   int found = 0;

@@ -68,3 +68,19 @@ def test_extension_needs_a_gpu(monkeypatch):
     with pytest.raises(RuntimeError, match="fused kernels need a CUDA GPU"):
         fused_dense.load_extension()
     assert not fused_dense._use_cublaslt(torch.zeros(8, 8, dtype=torch.bfloat16))
+
+
+def test_start_up_self_test_catches_a_wrong_kernel():
+    """load_extension runs this check on the GPU's ops; here the plain ops pass it and wrong ones do not."""
+    fused_dense._self_test(fused_dense.linear_gelu_reference, fused_dense.linear_dgelu_reference, device="cpu")
+
+    def gelu_without_bias(x, weight, bias):
+        return fused_dense.linear_gelu_reference(x, weight, torch.zeros_like(bias))
+
+    def dgelu_five_percent_high(grad_out, weight, pre_gelu):
+        return fused_dense.linear_dgelu_reference(grad_out, weight, pre_gelu) * 1.05
+
+    with pytest.raises(RuntimeError, match="start-up check failed"):
+        fused_dense._self_test(gelu_without_bias, fused_dense.linear_dgelu_reference, device="cpu")
+    with pytest.raises(RuntimeError, match="start-up check failed"):
+        fused_dense._self_test(fused_dense.linear_gelu_reference, dgelu_five_percent_high, device="cpu")
