@@ -21,10 +21,6 @@ import fused_dense as fd  # noqa: E402
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 
 
-def rel_err(got, want):
-    return ((got.float() - want).norm() / want.norm()).item()
-
-
 def time_ms(fn, reps=20):
     for _ in range(3):
         fn()
@@ -54,7 +50,7 @@ def check_primitives(dtype, M=16 * 1024, d=1600):
     def compare(name, fused_outs, plain_outs, want_outs, fused_fn, plain_fn):
         nonlocal worst
         for i, (f, p, w) in enumerate(zip(fused_outs, plain_outs, want_outs)):
-            ef, ep = rel_err(f, w), rel_err(p, w)
+            ef, ep = fd.relative_error(f, w), fd.relative_error(p, w)
             worst = max(worst, ef / max(ep, 1e-4))
             rows.append(f"  {name}[{i}] {tuple(f.shape)}: error vs fp32 fused {ef:.2e}, plain {ep:.2e}")
         tf, tp = time_ms(fused_fn), time_ms(plain_fn)
@@ -92,7 +88,7 @@ def check_model_grads():
     worst = {}
     for name in ("bf16 plain", "bf16 fused"):
         loss, grads = results[name]
-        errs = sorted(rel_err(grads[n], grads32[n]) for n in grads32)
+        errs = sorted(fd.relative_error(grads[n], grads32[n]) for n in grads32)
         worst[name] = errs[-1]
         print(f"model grads, {name}: loss {loss:.5f} (fp32 {loss32:.5f}); gradient error vs fp32 over "
               f"{len(errs)} tensors: median {errs[len(errs) // 2]:.2e}, largest {errs[-1]:.2e}")

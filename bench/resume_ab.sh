@@ -4,7 +4,7 @@
 # checkpoints bitwise (weights, fp32 master, Adam moments, RNG states). Not run yet: written after the 1 x H100
 # GPU check of 2026-11-28 00:10 UTC (bench/results/2026-11-27-h100/fused/gpu_check_1gpu/) saw one iteration of 20
 # differ by 0.0001 after a resume with the fused kernels on, when the device time ran out.
-#   OUT=/tmp/ab bench/resume_ab.sh   (on the GPU machine, with DeepSpeed's wheels installed as in bench/NOTES.md)
+#   OUT=/tmp/ab bench/resume_ab.sh   (on a GPU machine with requirements.txt installed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
