@@ -54,6 +54,7 @@ dropout = 0.0
 gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
 compile = False  # torch.compile each transformer block
 fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: the MLP's GELU in cuBLASLt matmul epilogues (fused_dense.py)
+deterministic = False  # bitwise-repeatable GPU runs and resumes (deterministic kernels only), 7.6% slower
 # optimizer: AdamW
 learning_rate = 3e-5
 max_iters = 20
@@ -775,6 +776,15 @@ def run(argv):
             torch.cuda.set_per_process_memory_fraction(min(1.0, C.max_gpu_memory_gb * 2 ** 30 / total), local_rank)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if C.deterministic:
+        # On GPUs, two runs from the same seed otherwise agree only to ~1e-4 in the loss, and a resumed run differs
+        # from the straight one as much. The visible change is the attention: FlashAttention-2's deterministic
+        # backward instead of cuDNN's, 7.6% slower for GPT-2 XL on an H100 (bench/NOTES.md).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        # Filling every new tensor (a debugging aid that the mode turns on) cost 16 ms of 388 per GPT-2 XL
+        # micro-step; the gradients were bitwise the same without it.
+        torch.utils.deterministic.fill_uninitialized_memory = False
     apply_collective_timeout(timedelta(minutes=C.dist_timeout_minutes))
     deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
@@ -873,7 +883,8 @@ def run(argv):
         print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
                f"parameters, from {origin}")
         print0(f"hardware: {world_size} x {gpu}; precision {C.dtype}; ZeRO stage {zero_stage}"
-               f"{' with optimizer offload' if offload else ''}; fused kernels {fused_note}")
+               f"{' with optimizer offload' if offload else ''}; fused kernels {fused_note}"
+               f"{'; deterministic kernels' if C.deterministic else ''}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per GPU (+ activations)")
