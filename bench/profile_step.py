@@ -3,7 +3,7 @@ Where the time of a training micro-step goes: model.py's GPT-2 XL (random init, 
 forward + backward of one micro-batch under torch.profiler, GPU kernel time grouped by kind; then each of the
 model's matmul shapes timed alone, against the card's peak.
 
-    python bench/profile_step.py --batch_size 16 [--compile] [--fused]
+    python bench/profile_step.py --batch_size 16 [--compile] [--fused] [--deterministic]
 """
 import argparse
 import collections
@@ -31,14 +31,42 @@ def kind_of(name):
     return "other elementwise / copies"
 
 
+def print_idle_gaps(prof, top=15):
+    """Where the GPU runs nothing between two kernels (launch latency, host synchronisation, a CPU that falls
+    behind): total idle time and the largest gaps with their neighbours."""
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not spans:
+        print("no GPU events in the trace")
+        return
+    gaps, reach, before = [], spans[0][1], spans[0][2]
+    for start, end, name in spans[1:]:
+        if start > reach:
+            gaps.append((start - reach, start - spans[0][0], before, name))
+        if end > reach:
+            reach, before = end, name
+    window = (reach - spans[0][0]) / 1000
+    idle = sum(g[0] for g in gaps) / 1000
+    small = sum(g[0] for g in gaps if g[0] < 20) / 1000
+    print(f"GPU idle between kernels over two steps: {idle:.1f} ms of {window:.1f} ms ({len(gaps)} gaps; "
+          f"{small:.1f} ms in gaps under 20 us)")
+    for gap, at, prev, nxt in sorted(gaps, reverse=True)[:top]:
+        print(f"  {gap / 1000:7.3f} ms at {at / 1000:7.1f} ms: after {prev[:60]} | before {nxt[:60]}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--fused", action="store_true", help="the cuBLASLt epilogues of fused_dense.py")
+    parser.add_argument("--deterministic", action="store_true", help="as train_deepspeed.py --deterministic=True")
     parser.add_argument("--no_shapes", action="store_true", help="skip timing each matmul shape alone")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # as the trainer
     config = GPTConfig(**GPT2_SIZES["gpt2-xl"])
     with torch.device("cuda"):
         model = GPT(config).to(torch.bfloat16)
@@ -69,20 +97,24 @@ def main():
     peak = peak_flops(torch.cuda.get_device_name(), torch.bfloat16)
     print(f"forward+backward of {args.batch_size} x 1024 tokens: {ms:.1f} ms, "
           f"{tokens / ms * 1000:,.0f} tok/s, MFU {tokens / ms * 1000 * flops_per_token(config) / peak:.1%}"
-          f"{' (compiled blocks)' if args.compile else ''}{' (fused kernels)' if args.fused else ''}")
+          f"{' (compiled blocks)' if args.compile else ''}{' (fused kernels)' if args.fused else ''}"
+          f"{' (deterministic)' if args.deterministic else ''}")
 
+    # Two steps back to back, as in training, so that the second starts with the CPU already ahead.
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
         step()
         torch.cuda.synchronize()
     totals = collections.Counter()
     for evt in prof.key_averages():
         if evt.device_type == torch.autograd.DeviceType.CUDA:
-            totals[kind_of(evt.key)] += evt.self_device_time_total / 1000
+            totals[kind_of(evt.key)] += evt.self_device_time_total / 1000 / 2
     busy = sum(totals.values())
-    print(f"GPU kernel time {busy:.1f} ms:")
+    print(f"GPU kernel time per step {busy:.1f} ms:")
     for kind, t in totals.most_common():
         print(f"  {kind:40} {t:8.1f} ms  {t / busy:6.1%}")
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=70))
+    print_idle_gaps(prof)
 
     if args.no_shapes:
         return
