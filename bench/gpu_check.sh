@@ -24,9 +24,11 @@ run() {  # name, then arguments for train_deepspeed.py
     echo "   exit $?"
 }
 rm -rf "$WORK"/*
-run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-a"
-run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b"
-run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume
+# deterministic=True: without it two GPU runs from one seed differ in the last bits (bench/NOTES.md, Determinism)
+run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-a" --deterministic=True
+run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b" --deterministic=True
+run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume \
+    --deterministic=True
 run bf16-straight "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=40 --out_dir="$WORK/bf16"
 NAN_RANK=$(( $(tr -cd , <<<"$GPUS" | wc -c) ))  # the last rank
 TRAIN_FAULT=nan@3:$NAN_RANK run bf16-nan "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=8 --eval_interval=100 --eval_iters=4 \
@@ -68,9 +70,30 @@ for name in ("fp16-straight", "bf16-straight"):
 a, b = losses(log("fp16-straight")), losses(log("fp16-resumed"))
 common = sorted(set(a) & set(b))
 diff = max(abs(a[i] - b[i]) for i in common) if common else None
-out.append("## exact resume, fp16 (20 iterations, resume, 20 more, against 40 straight)")
+out.append("## exact resume, fp16, deterministic=True (20 iterations, resume, 20 more, against 40 straight)")
 out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
 out.append(f"- largest per-iteration loss difference: {diff}")
+
+
+def final_tensors(run_dir):
+    import glob
+    import torch
+
+    def flat(o, acc):
+        if torch.is_tensor(o):
+            acc.append(o)
+        elif isinstance(o, dict):
+            [flat(v, acc) for v in o.values()]
+        elif isinstance(o, (list, tuple)):
+            [flat(v, acc) for v in o]
+        return acc
+    return sum((flat(torch.load(p, map_location="cpu", weights_only=False), [])
+                for p in sorted(glob.glob(os.path.join(run_dir, "final", "*.pt")))), [])
+
+
+ta, tb = final_tensors(os.path.join(work, "fp16-a")), final_tensors(os.path.join(work, "fp16-b"))
+differ = sum(not (x.shape == y.shape and bool((x == y).all())) for x, y in zip(ta, tb))
+out.append(f"- final checkpoints, tensor by tensor: {differ} of {len(ta)} differ ({len(tb)} in the resumed run's)")
 nan = log("bf16-nan")
 out.append(f"## bf16, a NaN loss injected on rank {os.environ['NAN_RANK']} at iteration 4")
 out += [f"- `{x}`" for x in nan.splitlines() if x.startswith("iter ")]
