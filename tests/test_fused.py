@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fused_dense
-from model import GPT, GPTConfig
+from model import GPT, GPT2_SIZES, GPTConfig
 
 
 def tiny(dropout=0.0):
@@ -92,7 +92,6 @@ def test_weights_sit_256_byte_aligned_in_deepspeeds_flat_buffer(size):
     parameters views into it. cuBLASLt's fused GELU matmuls ran 20-45% slower on an H100 when a matrix was only
     16-byte aligned (bench/results/2026-11-28-h100/fused_check.txt), so every 2-D weight must start at a multiple
     of 256 bytes and every bias at a multiple of 16."""
-    from model import GPT2_SIZES
     with torch.device("meta"):
         model = GPT(GPTConfig(**GPT2_SIZES[size])).to(torch.bfloat16)
     weights, vectors = (group["params"] for group in model.param_groups(weight_decay=0.1))
