@@ -462,6 +462,18 @@ def seed_everything(*parts):
     torch.manual_seed(seed)
 
 
+def use_deterministic_kernels():
+    """Bitwise-repeatable GPU runs (setting `deterministic`; also used by bench/). Without it two runs from the same
+    seed agree only to ~1e-4 in the loss, and a resumed run differs from the straight one as much. The visible
+    change is the attention: FlashAttention-2's deterministic backward instead of cuDNN's, 7.6% slower for GPT-2 XL
+    on an H100 (bench/NOTES.md). Call it before the first matmul: cuBLAS reads its workspace setting then."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    # Filling every new tensor (a debugging aid that the mode turns on) cost 16 ms of 388 per GPT-2 XL micro-step;
+    # the gradients were bitwise the same without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 # what each iteration reports: (metric, its part of the log line, its monitor tag), in the order of the line
 LOG_FIELDS = [
     ("loss", "loss {:.4f}", "Train/loss"), ("lr", "lr {:.2e}", "Train/lr"), ("ms", "{:.0f} ms", None),
@@ -777,14 +789,7 @@ def run(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if C.deterministic:
-        # On GPUs, two runs from the same seed otherwise agree only to ~1e-4 in the loss, and a resumed run differs
-        # from the straight one as much. The visible change is the attention: FlashAttention-2's deterministic
-        # backward instead of cuDNN's, 7.6% slower for GPT-2 XL on an H100 (bench/NOTES.md).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        # Filling every new tensor (a debugging aid that the mode turns on) cost 16 ms of 388 per GPT-2 XL
-        # micro-step; the gradients were bitwise the same without it.
-        torch.utils.deterministic.fill_uninitialized_memory = False
+        use_deterministic_kernels()
     apply_collective_timeout(timedelta(minutes=C.dist_timeout_minutes))
     deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
+from train_deepspeed import use_deterministic_kernels  # noqa: E402
 
 
 def digest(tensors):
@@ -35,9 +36,7 @@ def main():
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     if args.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.utils.deterministic.fill_uninitialized_memory = False  # as the trainer
+        use_deterministic_kernels()
     torch.manual_seed(0)
     config = GPTConfig(**GPT2_SIZES["gpt2"])
     with torch.device("cuda"):

@@ -74,26 +74,9 @@ out.append("## exact resume, fp16, deterministic=True (20 iterations, resume, 20
 out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
 out.append(f"- largest per-iteration loss difference: {diff}")
 
-
-def final_tensors(run_dir):
-    import glob
-    import torch
-
-    def flat(o, acc):
-        if torch.is_tensor(o):
-            acc.append(o)
-        elif isinstance(o, dict):
-            [flat(v, acc) for v in o.values()]
-        elif isinstance(o, (list, tuple)):
-            [flat(v, acc) for v in o]
-        return acc
-    return sum((flat(torch.load(p, map_location="cpu", weights_only=False), [])
-                for p in sorted(glob.glob(os.path.join(run_dir, "final", "*.pt")))), [])
-
-
-ta, tb = final_tensors(os.path.join(work, "fp16-a")), final_tensors(os.path.join(work, "fp16-b"))
-differ = sum(not (x.shape == y.shape and bool((x == y).all())) for x, y in zip(ta, tb))
-out.append(f"- final checkpoints, tensor by tensor: {differ} of {len(ta)} differ ({len(tb)} in the resumed run's)")
+same = subprocess.run([sys.executable, "bench/same_checkpoints.py", "final checkpoints, tensor by tensor",
+                       os.path.join(work, "fp16-a"), os.path.join(work, "fp16-b")], capture_output=True, text=True)
+out.append(f"- {same.stdout.strip() or same.stderr.strip()[-300:]}")
 nan = log("bf16-nan")
 out.append(f"## bf16, a NaN loss injected on rank {os.environ['NAN_RANK']} at iteration 4")
 out += [f"- `{x}`" for x in nan.splitlines() if x.startswith("iter ")]

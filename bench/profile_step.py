@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
+from train_deepspeed import use_deterministic_kernels  # noqa: E402
 
 KINDS = [("attention", ("flash", "fmha", "cudnn", "attn", "sdpa")),
          ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
@@ -64,9 +65,7 @@ def main():
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     if args.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.utils.deterministic.fill_uninitialized_memory = False  # as the trainer
+        use_deterministic_kernels()
     config = GPTConfig(**GPT2_SIZES["gpt2-xl"])
     with torch.device("cuda"):
         model = GPT(config).to(torch.bfloat16)

@@ -19,23 +19,6 @@ r() {  # log name, then arguments for train_deepspeed.py
     timeout 90 python3 -m deepspeed.launcher.runner --num_gpus=1 --master_port=29602 train_deepspeed.py \
         "${SMALL[@]}" "$@" > "$OUT/$name.log" 2>&1
 }
-same() {  # label, two run directories: how many tensors of their final checkpoints differ
-python3 - "$@" <<'P'
-import sys, glob, torch
-label, a, b = sys.argv[1:]
-def flat(o, out):
-    if torch.is_tensor(o): out.append(o)
-    elif isinstance(o, dict): [flat(v, out) for v in o.values()]
-    elif isinstance(o, (list, tuple)): [flat(v, out) for v in o]
-    return out
-def tensors(d):
-    return sum((flat(torch.load(p, map_location="cpu", weights_only=False), [])
-                for p in sorted(glob.glob(f"{d}/final/*.pt"))), [])
-ta, tb = tensors(a), tensors(b)
-diff = sum(not (x.shape == y.shape and torch.equal(x, y)) for x, y in zip(ta, tb))
-print(f"{label}: {len(ta)} vs {len(tb)} tensors in the final checkpoints; differing: {diff}", flush=True)
-P
-}
 variants=("$@")
 [[ ${#variants[@]} -gt 0 ]] || variants=(fused plain fused-no-overlap fused-det plain-det)
 for variant in "${variants[@]}"; do
@@ -50,9 +33,9 @@ for variant in "${variants[@]}"; do
     d=/tmp/ab-$variant
     r $variant-straight "${args[@]}" --out_dir=$d-s1 --max_iters=8
     r $variant-again "${args[@]}" --out_dir=$d-s2 --max_iters=8
-    same "$variant: two straight runs" $d-s1 $d-s2
+    python3 bench/same_checkpoints.py "$variant: two straight runs" $d-s1 $d-s2
     [[ $variant == fused-no-overlap ]] && continue
     r $variant-first "${args[@]}" --out_dir=$d-h --max_iters=4
     r $variant-resumed "${args[@]}" --out_dir=$d-h --max_iters=8 --init_from=resume
-    same "$variant: straight vs 4 + resume + 4" $d-s1 $d-h
+    python3 bench/same_checkpoints.py "$variant: straight vs 4 + resume + 4" $d-s1 $d-h
 done
