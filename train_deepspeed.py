@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 # -----------------------------------------------------------------------------
 # settings: fine-tune GPT-2 XL on Tiny Shakespeare, 16 x 2 x 4 GPUs = 128 sequences (131,072 tokens) per iteration
@@ -81,6 +82,7 @@ wandb_project = "gpt2-deepspeed"
 wandb_group = ""  # wandb run group (DeepSpeed's wandb monitor names runs itself)
 csv_log = True  # DeepSpeed's CSV monitor under out_dir/logs; the loss plot reads it
 plot = True  # write out_dir/loss.png at the end of the run
+profile_iteration = 0  # record iteration N (as logged) with torch.profiler: out_dir/profile/rank_<r>.json.gz; 0 = off
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
@@ -486,6 +488,27 @@ LOG_FIELDS = [
 ]
 
 
+def start_profiler(on_gpu):
+    """Record one iteration: the phases are marked with record_function("forward"/"backward"/"optimizer step")."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if on_gpu:
+        torch.cuda.synchronize()  # the previous iteration's kernels stay out of the trace
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities)
+    profiler.start()
+    return profiler
+
+
+def stop_profiler(profiler, out_dir, rank, on_gpu):
+    if on_gpu:
+        torch.cuda.synchronize()
+    profiler.stop()
+    os.makedirs(os.path.join(out_dir, "profile"), exist_ok=True)
+    path = os.path.join(out_dir, "profile", f"rank_{rank}.json.gz")
+    profiler.export_chrome_trace(path)
+    return path
+
+
 def format_log(iteration, max_iters, metrics):
     """'iter 12/100 | loss 2.8341 | lr 3.00e-05 | ...' from a dict of metrics; None values are left out."""
     parts = [f"iter {iteration}/{max_iters}"]
@@ -725,6 +748,9 @@ def run(argv):
         raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {C.lr_schedule!r}")
     if C.max_iters < 0 or C.eval_interval < 1 or C.block_size < 1:
         raise InputError("max_iters must be >= 0 and eval_interval, block_size >= 1")
+    if not 0 <= C.profile_iteration <= C.max_iters:
+        raise InputError(f"profile_iteration {C.profile_iteration} is never reached: iterations run 1 to "
+                         f"{C.max_iters}; choose one in that range (after the first few, which warm up), or 0 for none")
     mb, ga, seqs_per_iter = derive_batch(cfg, world_size)
     ds_config = fill_ds_config(load_ds_config(C.deepspeed_config), cfg, mb, ga, world_size, C.out_dir)
     zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
@@ -978,17 +1004,20 @@ def run(argv):
             lr = get_lr(state["lr_step"], C.learning_rate, C.lr_schedule, C.warmup_iters, lr_decay_iters, C.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            profiler = start_profiler(on_gpu) if it + 1 == C.profile_iteration else None
             loss_sum = torch.zeros((), device=device, dtype=torch.float32)
             for micro_step in range(ga):
                 x, y = batches.get(it, micro_step, ga)
-                _, loss = engine(x, y)
+                with record_function("forward"):
+                    _, loss = engine(x, y)
                 if fault_at(faults, "nan", it, rank):
                     loss = loss * float("nan")
                 if fault_at(faults, "crash", it, rank):
                     raise RuntimeError(f"injected crash on rank {rank} at iteration {it}")
                 if fault_at(faults, "hang", it, rank):
                     time.sleep(3600)
-                engine.backward(loss)
+                with record_function("backward"):
+                    engine.backward(loss)
                 loss_sum += loss.detach().float()
                 if micro_step < ga - 1:
                     engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
@@ -1009,7 +1038,8 @@ def run(argv):
                     # DeepSpeed's own words, so that the handler below is tested against them
                     raise Exception("Current loss scale already at minimum - cannot decrease scale anymore. "
                                     "Exiting run.")
-                engine.step()
+                with record_function("optimizer step"):
+                    engine.step()
             except Exception as e:
                 if "loss scale already at minimum" not in str(e):
                     raise
@@ -1056,6 +1086,11 @@ def run(argv):
             if it == start_iter + 2 and on_gpu:
                 peak_gib = torch.cuda.max_memory_allocated(device) / 2 ** 30
                 print0(f"measured peak GPU memory after 3 steps: {peak_gib:.1f} GiB (rank 0)")
+            if profiler is not None:
+                path = stop_profiler(profiler, C.out_dir, rank, on_gpu)
+                print0(f"profile of iteration {it + 1} (its logged time includes the profiler's): {path} on rank 0, "
+                       f"one file per rank; summarise with python bench/trace_summary.py {path}")
+                t_last = time.time()  # writing the trace is not the next iteration's time
 
             if consecutive_nonfinite >= C.max_consecutive_nonfinite:
                 print0(f"error: the loss was NaN/inf on {consecutive_nonfinite} iterations in a row (up to iteration "

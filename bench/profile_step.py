@@ -15,44 +15,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 from train_deepspeed import use_deterministic_kernels  # noqa: E402
-
-KINDS = [("attention", ("flash", "fmha", "cudnn", "attn", "sdpa")),
-         ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
-         ("loss head (softmax/exp/logsumexp)", ("logsumexp", "exp_", "softmax", "scatter", "gather")),
-         ("layernorm", ("layer_norm", "layernorm")),
-         ("gelu", ("gelu",)),
-         ("fused by inductor", ("triton",))]
-
-
-def kind_of(name):
-    low = name.lower()
-    for kind, keys in KINDS:
-        if any(k in low for k in keys):
-            return kind
-    return "other elementwise / copies"
-
-
-def print_idle_gaps(prof, top=15):
-    """Where the GPU runs nothing between two kernels (launch latency, host synchronisation, a CPU that falls
-    behind): total idle time and the largest gaps with their neighbours."""
-    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
-    if not spans:
-        print("no GPU events in the trace")
-        return
-    gaps, reach, before = [], spans[0][1], spans[0][2]
-    for start, end, name in spans[1:]:
-        if start > reach:
-            gaps.append((start - reach, start - spans[0][0], before, name))
-        if end > reach:
-            reach, before = end, name
-    window = (reach - spans[0][0]) / 1000
-    idle = sum(g[0] for g in gaps) / 1000
-    small = sum(g[0] for g in gaps if g[0] < 20) / 1000
-    print(f"GPU idle between kernels over two steps: {idle:.1f} ms of {window:.1f} ms ({len(gaps)} gaps; "
-          f"{small:.1f} ms in gaps under 20 us)")
-    for gap, at, prev, nxt in sorted(gaps, reverse=True)[:top]:
-        print(f"  {gap / 1000:7.3f} ms at {at / 1000:7.1f} ms: after {prev[:60]} | before {nxt[:60]}")
+from trace_summary import kind_of, print_idle_gaps  # noqa: E402
 
 
 def main():
@@ -113,7 +76,8 @@ def main():
     for kind, t in totals.most_common():
         print(f"  {kind:40} {t:8.1f} ms  {t / busy:6.1%}")
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=70))
-    print_idle_gaps(prof)
+    print_idle_gaps([(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA], "two steps")
 
     if args.no_shapes:
         return

@@ -3,7 +3,8 @@
 # resume 4 -> 2 GPUs through a universal checkpoint, the 24 GB configurations, bench/gpu_check.sh on GPUs 2,3);
 # phase C (second session: checkpoint save against the peer's, ZeRO-2 overlap and compile levers, each beside a
 # baseline in the same run), phase D (ZeRO-Offload on one GPU capped at 24 GB, bf16: real optimizer steps),
-# phase E (three saves in one run with pinned and with pageable copies, and the peer's save).
+# phase E (three saves in one run with pinned and with pageable copies, and the peer's save); phase F (sixth
+# session: one profiled iteration of the trainer on 4 GPUs, and ZeRO bucket sizes against the 2e8 default).
 #   bench/run_h100x4.sh A /tmp/ra ; bench/run_h100x4.sh B /tmp/rb ; bench/run_h100x4.sh C /tmp/rc
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,20 @@ elif [[ $phase == E ]]; then
     rm -rf /tmp/bench-*
     timeout 100 python3 bench/bench.py --runs peer-fp16-4-save --tag saves-peer --out "$out" --timeout 95
     kill %1
+elif [[ $phase == F ]]; then
+    timeout 80 python3 bench/bench.py --runs ours-bf16-4 --set profile_iteration=6 --tag profile --out "$out" \
+        --timeout 75
+    for r in 0 3; do
+        python3 bench/trace_summary.py /tmp/bench-ours-bf16-4/profile/rank_$r.json.gz > "$out/trace_rank$r.txt" 2>&1
+    done
+    cp /tmp/bench-ours-bf16-4/profile/rank_0.json.gz "$out/trace_rank0.json.gz"
+    for size in 200000000 50000000 500000000 1000000000 200000000; do
+        python3 -c 'import json, sys; ds = json.load(open("ds_config_zero2.json")); z = ds["zero_optimization"]
+z["reduce_bucket_size"] = z["allgather_bucket_size"] = int(sys.argv[1]); json.dump(ds, open(sys.argv[2], "w"))' \
+            $size /tmp/ds_bucket_$size.json
+        timeout 70 python3 bench/bench.py --runs ours-bf16-4 --set deepspeed_config=/tmp/ds_bucket_$size.json \
+            --tag bucket-$size --out "$out" --timeout 65
+    done
 else
     timeout 150 python3 bench/bench.py --runs ours-fp16-4-save --tag save --out "$out" --timeout 140
     (GPUS=2,3 RESULTS="$out/gpu_check" WORK=/tmp/gpu_check timeout 330 bench/gpu_check.sh > "$out/gpu_check.out" 2>&1) &

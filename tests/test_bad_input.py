@@ -115,6 +115,13 @@ def test_fp16_without_gpu(tmp_path, shakespeare):
     assert "dtype='float16' needs a GPU" in error_of([*base(tmp_path, shakespeare), "--dtype=float16"])
 
 
+def test_profile_iteration_never_reached(tmp_path, shakespeare):
+    msg = error_of([*base(tmp_path, shakespeare), "--max_iters=40", "--profile_iteration=41"])
+    assert msg == ("profile_iteration 41 is never reached: iterations run 1 to 40; choose one in that range (after "
+                   "the first few, which warm up), or 0 for none")
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_exit_code_and_one_line(tmp_path):
     """Through the real entry point: exit status 2 and a single 'error:' line on stderr."""
     proc = subprocess.run([sys.executable, "train_deepspeed.py", *TINY, "--batch_size=0"], cwd=REPO,

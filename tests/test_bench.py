@@ -1,4 +1,5 @@
 """The benchmark's tiny CPU mode, so that the script CI cannot run on GPUs keeps working."""
+import gzip
 import json
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 
 import pytest
 
+from bench import trace_summary
 from conftest import REPO, train_env
 
 pytestmark = pytest.mark.slow
@@ -36,3 +38,39 @@ def test_curves_reports_largest_loss_difference(tmp_path):
     assert f"{b}: 3 iterations, loss 10.5000 -> 7.9990, largest difference from {a}: 0.0030 over 3 iterations" \
         in proc.stdout
     assert os.path.getsize(tmp_path / "c.png") > 10_000
+
+
+def test_trace_summary_separates_exposed_communication_and_idle_time(tmp_path, capsys):
+    def event(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 7}
+    events = [event("kernel", "nvjet_sm90_tst_192x192_bias_TNN", 0, 100),
+              event("kernel", "ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL", 50, 150),  # alone from 100 to 150
+              event("kernel", "cudnn_generated_fort_native_sdpa_sm90_flash_bprop", 150, 150),
+              event("gpu_memcpy", "Memcpy DtoD (Device -> Device)", 400, 10),  # 100 us idle before it
+              event("gpu_user_annotation", "forward", 0, 120), event("gpu_user_annotation", "backward", 120, 180),
+              event("gpu_user_annotation", "optimizer step", 300, 110),
+              event("user_annotation", "forward", 0, 5), event("cpu_op", "aten::mm", 0, 3)]
+    path = tmp_path / "rank_0.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events + [{"ph": "M", "name": "process_name"}]}, f)
+    s = trace_summary.summarise(trace_summary.load(str(path)))
+    assert s["phases_on"] == "GPU"
+    assert s["phases"] == {"forward": (1, 0.12), "backward": (1, 0.18), "optimizer step": (1, 0.11)}
+    assert s["window_ms"] == 0.41 and s["busy_ms"] == 0.31 and s["compute_ms"] == 0.26
+    assert s["comm_ms"] == 0.15 and s["exposed_comm_ms"] == 0.05
+    assert dict(s["by_kind"]) == {"matmul": 0.1, "communication (NCCL)": 0.15, "attention": 0.15,
+                                  "memory copies and fills": 0.01}
+    assert trace_summary.idle_gaps(s["spans"]) == [(100, 400, "cudnn_generated_fort_native_sdpa_sm90_flash_bprop",
+                                                    "Memcpy DtoD (Device -> Device)")]
+    trace_summary.report(s)
+    out = capsys.readouterr().out
+    assert "communication 0.1 ms, of which 0.1 ms with no compute kernel beside it" in out
+    assert "GPU idle between kernels over the iteration: 0.1 ms of 0.4 ms (1 gaps" in out
+
+
+def test_interval_arithmetic():
+    merged = trace_summary.merge([(5, 8), (0, 2), (1, 3), (8, 9)])
+    assert merged == [[0, 3], [5, 9]]
+    assert trace_summary.length(merged) == 7
+    assert trace_summary.minus(merged, [[1, 2], [4, 6], [7, 20]]) == [[0, 1], [2, 3], [6, 7]]
+    assert trace_summary.minus([[0, 10]], []) == [[0, 10]]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import checkpoint as ckpt
+from bench import trace_summary
 from conftest import TINY, assert_ok, eval_losses, iter_losses, launch
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,17 @@ def test_loss_falls_and_checkpoints_appear(reference_run):
     assert all(info.CRC == 0 for info in shard.infolist())
     resolved = json.load(open(os.path.join(out, "config.json")))
     assert resolved["tokens_per_iter"] == 1024 and resolved["deepspeed"]["train_batch_size"] == 16
+
+
+def test_profiled_iteration_has_every_phase_on_every_rank(reference_run):
+    out, log = reference_run
+    assert f"profile of iteration 8 (its logged time includes the profiler's): {out}/profile/rank_0.json.gz" in log
+    for r in range(2):
+        summary = trace_summary.summarise(trace_summary.load(os.path.join(out, "profile", f"rank_{r}.json.gz")))
+        # 2 micro-steps, each a forward and a backward, then one optimizer step (a CPU run: no GPU kernels)
+        assert {k: n for k, (n, _) in summary["phases"].items()} == {"forward": 2, "backward": 2, "optimizer step": 1}
+        assert all(ms > 0 for _, ms in summary["phases"].values())
+        assert summary["phases_on"] == "CPU" and not summary["by_kind"]
 
 
 def test_exact_resume(reference_run, shakespeare, tmp_path):

@@ -1,0 +1,148 @@
+"""
+Where one training iteration's time went, from the trace that `train_deepspeed.py --profile_iteration=N` writes
+(out_dir/profile/rank_<r>.json.gz; https://ui.perfetto.dev shows it as a timeline): each phase's span (forward,
+backward, optimizer step; on the GPU's timeline where there is one), GPU kernel time by kind, how much of the
+communication (NCCL) ran with no compute kernel beside it (exposed), and the GPU's idle time between kernels.
+
+    python bench/trace_summary.py out-dir/profile/rank_0.json.gz
+"""
+import collections
+import gzip
+import json
+import sys
+
+PHASES = ("forward", "backward", "optimizer step")
+# first match wins: communication before "reduce", attention before matmul ("sm90" is in both kinds of names)
+KINDS = [("communication (NCCL)", ("nccl",)),
+         ("attention", ("flash", "fmha", "cudnn", "attn", "sdpa")),
+         ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
+         ("optimizer (AdamW)", ("adam",)),
+         ("loss head (softmax/exp/logsumexp)", ("logsumexp", "exp_", "softmax", "scatter", "gather")),
+         ("layernorm", ("layer_norm", "layernorm")),
+         ("gelu", ("gelu",)),
+         ("fused by inductor", ("triton",)),
+         ("memory copies and fills", ("memcpy", "memset"))]
+
+
+def kind_of(name):
+    low = name.lower()
+    for kind, keys in KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other elementwise / reductions / copies"
+
+
+def merge(spans):
+    """The union of (start, end) intervals as sorted, disjoint intervals."""
+    out = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def length(merged):
+    return sum(end - start for start, end in merged)
+
+
+def minus(a, b):
+    """Merged intervals a with merged intervals b cut out."""
+    out, j = [], 0
+    for start, end in a:
+        while j < len(b) and b[j][1] <= start:
+            j += 1
+        k, cur = j, start
+        while k < len(b) and b[k][0] < end:
+            if b[k][0] > cur:
+                out.append([cur, b[k][0]])
+            cur = max(cur, b[k][1])
+            k += 1
+        if cur < end:
+            out.append([cur, end])
+    return out
+
+
+def idle_gaps(spans):
+    """(gap, offset from the first kernel, kernel before, kernel after) for every stretch with no kernel running;
+    spans are (start, end, name)."""
+    spans = sorted(spans)
+    gaps, reach, before = [], spans[0][1], spans[0][2]
+    for start, end, name in spans[1:]:
+        if start > reach:
+            gaps.append((start - reach, start - spans[0][0], before, name))
+        if end > reach:
+            reach, before = end, name
+    return gaps
+
+
+def print_idle_gaps(spans, what, top=15):
+    """spans in microseconds."""
+    if not spans:
+        print("no GPU kernels in the trace")
+        return
+    gaps = idle_gaps(spans)
+    window = (max(s[1] for s in spans) - min(s[0] for s in spans)) / 1000
+    idle = sum(g[0] for g in gaps) / 1000
+    small = sum(g[0] for g in gaps if g[0] < 20) / 1000
+    print(f"GPU idle between kernels over {what}: {idle:.1f} ms of {window:.1f} ms ({len(gaps)} gaps; "
+          f"{small:.1f} ms in gaps under 20 us)")
+    for gap, at, prev, nxt in sorted(gaps, reverse=True)[:top]:
+        print(f"  {gap / 1000:7.3f} ms at {at / 1000:7.1f} ms: after {prev[:60]} | before {nxt[:60]}")
+
+
+def load(path):
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
+        return [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+
+
+def spans(events):
+    return merge((e["ts"], e["ts"] + e["dur"]) for e in events)
+
+
+def summarise(events):
+    """The numbers this script prints, in milliseconds."""
+    kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    gpu_phases = [e for e in events if e.get("cat") == "gpu_user_annotation" and e["name"] in PHASES]
+    cpu_phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"] in PHASES]
+    phases = {}
+    for e in gpu_phases or cpu_phases:
+        count, ms = phases.get(e["name"], (0, 0.0))
+        phases[e["name"]] = (count + 1, ms + e["dur"] / 1000)
+    by_kind = collections.Counter()
+    for e in kernels:
+        by_kind[kind_of(e["name"])] += e["dur"] / 1000
+    comm = [e for e in kernels if kind_of(e["name"]) == "communication (NCCL)"]
+    comm_ids = {id(e) for e in comm}
+    busy, compute = spans(kernels), spans(e for e in kernels if id(e) not in comm_ids)
+    window = (max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)) / 1000 if kernels else 0.0
+    return {"phases_on": "GPU" if gpu_phases else "CPU", "phases": phases, "by_kind": by_kind,
+            "window_ms": window, "busy_ms": length(busy) / 1000, "compute_ms": length(compute) / 1000,
+            "comm_ms": length(spans(comm)) / 1000, "exposed_comm_ms": length(minus(spans(comm), compute)) / 1000,
+            "spans": [(e["ts"], e["ts"] + e["dur"], e["name"]) for e in kernels]}
+
+
+def report(s):
+    print(f"phases (spans on the {s['phases_on']} timeline):")
+    for name in PHASES:
+        if name in s["phases"]:
+            count, ms = s["phases"][name]
+            print(f"  {name:16} {ms:9.1f} ms in {count} span{'s' * (count != 1)}")
+    if not s["by_kind"]:
+        print("no GPU kernels in the trace (a CPU run)")
+        return
+    print(f"GPU: {s['window_ms']:.1f} ms from the first kernel to the last; kernels running {s['busy_ms']:.1f} ms, "
+          f"compute kernels {s['compute_ms']:.1f} ms; communication {s['comm_ms']:.1f} ms, of which "
+          f"{s['exposed_comm_ms']:.1f} ms with no compute kernel beside it")
+    total = sum(s["by_kind"].values())
+    print(f"kernel time by kind ({total:.1f} ms, overlapping streams counted twice):")
+    for kind, ms in s["by_kind"].most_common():
+        print(f"  {kind:42} {ms:9.1f} ms  {ms / total:6.1%}")
+    print_idle_gaps(s["spans"], "the iteration")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    report(summarise(load(sys.argv[1])))
