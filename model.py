@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from fused_dense import FusedMLP
+from fused_loss import softmax_xent
 
 # -----------------------------------------------------------------------------
 # blocks
@@ -142,6 +143,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.transformer.wte.weight
         self.gradient_checkpointing = 0  # number of blocks (from the first) recomputed in backward; -1 = all
         self.loss_chunk_size = 4096  # rows of logits alive at once in the loss
+        self.fused_loss = False  # the loss head's softmax cross-entropy in fused_loss.py's kernel (GPU)
         if init_weights:
             self.apply(self._init_weights)
             # GPT-2's scaled init of the residual projections
@@ -161,10 +163,12 @@ class GPT(nn.Module):
 
     def set_fused_kernels(self, on):
         """Run each MLP through fused_dense.FusedMLP (cuBLASLt epilogues on a GPU once its extension is loaded;
-        the same arithmetic in plain PyTorch otherwise). Needs biases; ZeRO-3 cannot use it (it gathers a
-        weight only inside its own module's forward)."""
+        the same arithmetic in plain PyTorch otherwise; needs biases; ZeRO-3 cannot use it: it gathers a weight
+        only inside its own module's forward) and the loss head's softmax cross-entropy through fused_loss.py
+        (a Triton kernel once fused_loss.enable() has checked it on this GPU)."""
         for block in self.transformer.h:
             block.mlp.fused = on and self.config.bias
+        self.fused_loss = on
 
     def get_num_params(self, non_embedding=True):
         """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""
@@ -198,7 +202,7 @@ class GPT(nn.Module):
                 x = x[:, -1:, :]
             return self.lm_head(x)[..., :self.config.vocab_size], None
         loss = chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1),
-                                     self.config.vocab_size, self.loss_chunk_size)
+                                     self.config.vocab_size, self.loss_chunk_size, self.fused_loss)
         return None, loss
 
     def crop_block_size(self, block_size):
@@ -290,12 +294,13 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (h @ W.T)[:, :vocab_size] against targets, never holding more than `chunk`
-    rows of logits. Logits are formed in fp32 from the half-precision matmul, the padding columns masked
-    out. The gradients are computed in the same pass (softmax - one-hot is all that backward needs) and
-    multiplied by the incoming gradient in backward, so fp16 loss scaling applies to them as usual."""
+    rows of logits. Each chunk's softmax cross-entropy runs in fp32 from the half-precision matmul's logits,
+    the padding columns masked out (fused_loss.py: one Triton kernel on a GPU, plain PyTorch otherwise). The
+    gradients are computed in the same pass (softmax - one-hot is all that backward needs) and multiplied by the
+    incoming gradient in backward, so fp16 loss scaling applies to them as usual."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, vocab_size, chunk):
+    def forward(ctx, h, weight, targets, vocab_size, chunk, fused):
         valid = targets != -1
         n_valid = valid.sum().clamp(min=1)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -303,17 +308,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(weight.shape, device=h.device, dtype=torch.float32) if need_grad else None
         for start in range(0, h.size(0), chunk):
-            h_c, t_c, v_c = h[start:start + chunk], targets[start:start + chunk], valid[start:start + chunk]
-            logits = (h_c @ weight.t()).float()
-            logits[:, vocab_size:] = float("-inf")
-            lse = torch.logsumexp(logits, dim=-1)
-            t_safe = t_c.clamp(min=0)
-            loss_sum += ((lse - logits.gather(1, t_safe[:, None]).squeeze(1)) * v_c).sum()
+            h_c, t_c = h[start:start + chunk], targets[start:start + chunk]
+            loss_rows, probs = softmax_xent(h_c @ weight.t(), t_c, vocab_size, need_grad, fused)
+            loss_sum += loss_rows.sum()
             if need_grad:
-                # d(sum of losses)/d(logits) = softmax - one-hot, zero on ignored rows: magnitudes <= 1
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(probs.size(0), device=h.device), t_safe] -= 1.0
-                probs = (probs * v_c[:, None]).to(h.dtype)
                 grad_h[start:start + chunk] = probs @ weight
                 if h.dtype == torch.float32:
                     grad_w.addmm_(probs.t(), h_c)
@@ -328,11 +326,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w, n_valid = ctx.saved_tensors
         scale = grad_loss / n_valid  # fp32: loss scale / accumulation / tokens can be tiny
-        return (grad_h.float() * scale).to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+        grad_h, grad_w = (grad_h.float() * scale).to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype)
+        return grad_h, grad_w, None, None, None, None
 
 
-def chunked_cross_entropy(h, weight, targets, vocab_size, chunk=4096):
-    return ChunkedLinearCrossEntropy.apply(h, weight, targets, vocab_size, chunk)
+def chunked_cross_entropy(h, weight, targets, vocab_size, chunk=4096, fused=False):
+    return ChunkedLinearCrossEntropy.apply(h, weight, targets, vocab_size, chunk, fused)
 
 
 # -----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ bias = True
 dropout = 0.0
 gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
 compile = False  # torch.compile each transformer block
-fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: the MLP's GELU in cuBLASLt matmul epilogues (fused_dense.py)
+fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU in cuBLASLt epilogues, cross-entropy in one Triton kernel
 deterministic = False  # bitwise-repeatable GPU runs and resumes (deterministic kernels only), 7.6% slower
 # optimizer: AdamW
 learning_rate = 3e-5
@@ -301,7 +301,8 @@ def get_batch(datasets, block_size, batch_size, seed, rank, iteration, micro_ste
         if rows.size:
             starts = rng.integers(0, len(data) - block_size, size=rows.size)
             buf[rows] = data[starts[:, None] + offsets]
-    return buf[:, :-1], buf[:, 1:]
+    # contiguous: a strided view would be copied to the GPU through pageable memory, a copy that waits for the GPU
+    return np.ascontiguousarray(buf[:, :-1]), np.ascontiguousarray(buf[:, 1:])
 
 
 def eval_starts(n_tokens, block_size, n_windows=-1):
@@ -834,12 +835,21 @@ def run(argv):
     fused_note = "off"
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
         import fused_dense
+        import fused_loss
         try:
             fused_note = f"cuBLASLt epilogues (extension ready in {fused_dense.load_extension():.1f}s)"
             model.set_fused_kernels(True)
         except Exception as e:  # the plain ops compute the same thing, only slower
             fused_note = f"off, the cuBLASLt extension did not build or load: {str(e).splitlines()[0][:200]}"
             print0(f"warning: fused kernels {fused_note}")
+        try:
+            t_loss = time.time()
+            fused_loss.enable(model.config.vocab_size, model.config.padded_vocab_size)
+            fused_note += f"; Triton cross-entropy (ready in {time.time() - t_loss:.1f}s)"
+            model.fused_loss = True
+        except Exception as e:
+            fused_note += f"; plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
+            print0(f"warning: {fused_note}")
     if C.compile:
         for block in model.transformer.h:
             block.compile()

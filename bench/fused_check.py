@@ -6,18 +6,22 @@ The cuBLASLt fused ops of fused_dense.py on a GPU, against what they replace:
 3. gradients of a whole model (GPT-2-medium shapes, 4 x 1024 tokens) in bf16 with and without the fused ops,
    each compared with the fp32 model's;
 4. GPT-2 XL forward + backward of 16 x 1024 tokens (model.py alone, bf16) without and with them, eager and with
-   compiled blocks.
+   compiled blocks;
+5. fused_loss.py's Triton cross-entropy on one chunk of the loss head (4096 x 50304 logits) against the plain
+   path (errors against an fp32 computation, time), for a few block sizes.
 
     python bench/fused_check.py > fused_check.txt       (exits 1 if a fused result is off)
 """
 import copy
 import os
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fused_dense as fd  # noqa: E402
+import fused_loss as fl  # noqa: E402
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 
 
@@ -127,29 +131,63 @@ def time_model():
         _, loss = model(x, targets=x)
         loss.backward()
 
-    for compiled, fused in ((False, False), (False, True), (False, False), (False, True), (True, False), (True, True)):
+    # plain, then the fused MLP, then the fused MLP and the fused cross-entropy (the trainer's default on a GPU)
+    for compiled, fused, loss in ((False, False, False), (False, True, False), (False, True, True),
+                                  (False, False, False), (False, True, False), (False, True, True),
+                                  (True, True, False), (True, True, True)):
         if compiled and model.transformer.h[0]._compiled_call_impl is None:
             for block in model.transformer.h:
                 block.compile()
         model.set_fused_kernels(fused)
+        model.fused_loss = loss
         ms = time_ms(step, reps=3)
         tps = 16 * 1024 / ms * 1000
+        label = "fused MLP + cross-entropy" if loss else "fused MLP" if fused else "plain"
         print(f"GPT-2 XL forward+backward, 16 x 1024 tokens, {'compiled' if compiled else 'eager'}, "
-              f"{'fused' if fused else 'plain'}: {ms:.1f} ms, {tps:,.0f} tok/s, "
-              f"MFU {tps * flops_per_token(config) / peak:.1%}", flush=True)
+              f"{label}: {ms:.1f} ms, {tps:,.0f} tok/s, MFU {tps * flops_per_token(config) / peak:.1%}", flush=True)
+
+
+def check_loss(dtype, rows=4096, vocab=50257, padded=50304):
+    torch.manual_seed(0)
+    # logits of a trained-ish model: a few large values per row over a spread of small ones
+    logits = (torch.randn(rows, padded, device="cuda") * 2).to(dtype)
+    targets = torch.randint(0, vocab, (rows,), device="cuda")
+    targets[::97] = -1
+    want_loss, want_grad = fl.softmax_xent_reference(logits.float(), targets, vocab, True)  # fp32 throughout
+    plain_loss, plain_grad = fl.softmax_xent(logits.clone(), targets, vocab, True, fused=False)
+    fused_loss, fused_grad = fl.softmax_xent_fused(logits.clone(), targets, vocab, True)
+    errors = {name: (fd.relative_error(loss, want_loss), fd.relative_error(grad, want_grad))
+              for name, loss, grad in (("plain", plain_loss, plain_grad), ("fused", fused_loss, fused_grad))}
+    times = {"plain": time_ms(lambda: fl.softmax_xent(logits.clone(), targets, vocab, True, fused=False)),
+             "clone alone": time_ms(lambda: logits.clone())}
+    for block in (2048, 4096, 8192, 16384):
+        times[f"fused, block {block}"] = time_ms(lambda: fl.softmax_xent_fused(logits.clone(), targets, vocab, True,
+                                                                              block=block))
+    times["fused, no gradient"] = time_ms(lambda: fl.softmax_xent_fused(logits, targets, vocab, False))
+    print(f"{dtype} cross-entropy of {rows} x {padded} logits: loss / gradient error vs fp32, plain "
+          f"{errors['plain'][0]:.2e} / {errors['plain'][1]:.2e}, fused {errors['fused'][0]:.2e} / "
+          f"{errors['fused'][1]:.2e}")
+    print("  " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()) + " (each with a clone of the logits but "
+          "the last)")
+    return max(errors["fused"][i] / max(errors["plain"][i], 1e-6) for i in range(2))
 
 
 def main():
     print(torch.cuda.get_device_name(), torch.__version__, torch.version.cuda)
     print(f"extension built/loaded in {fd.load_extension():.1f} s")
+    start = time.time()
+    fl.enable(50257, 50304)
+    print(f"Triton cross-entropy compiled and checked in {time.time() - start:.1f} s")
+    loss_ratio = max(check_loss(torch.bfloat16), check_loss(torch.float16))
     (worst_bf16, shifted_bf16), (worst_fp16, shifted_fp16) = (check_primitives(torch.bfloat16),
                                                               check_primitives(torch.float16))
     worst, shifted = max(worst_bf16, worst_fp16), max(shifted_bf16, shifted_fp16)
     model_ratio = check_model_grads()
     time_model()
-    ok = worst < 2.0 and model_ratio < 2.0 and shifted < 2e-3
+    ok = worst < 2.0 and model_ratio < 2.0 and shifted < 2e-3 and loss_ratio < 2.0
     print(f"{'PASS' if ok else 'FAIL'}: fused errors at most {worst:.2f}x the plain path's (primitives), "
-          f"{model_ratio:.2f}x (whole-model gradients); 16-byte aligned inputs within {shifted:.1e} of aligned ones")
+          f"{loss_ratio:.2f}x (cross-entropy), {model_ratio:.2f}x (whole-model gradients); 16-byte aligned inputs "
+          f"within {shifted:.1e} of aligned ones")
     sys.exit(0 if ok else 1)
 
 

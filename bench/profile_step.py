@@ -22,7 +22,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--fused", action="store_true", help="the cuBLASLt epilogues of fused_dense.py")
+    parser.add_argument("--fused", action="store_true", help="as the trainer's fused_kernels: the cuBLASLt "
+                        "epilogues of fused_dense.py and fused_loss.py's cross-entropy")
     parser.add_argument("--deterministic", action="store_true", help="as train_deepspeed.py --deterministic=True")
     parser.add_argument("--no_shapes", action="store_true", help="skip timing each matmul shape alone")
     args = parser.parse_args()
@@ -34,7 +35,9 @@ def main():
         model = GPT(config).to(torch.bfloat16)
     if args.fused:
         import fused_dense
+        import fused_loss
         fused_dense.load_extension()
+        fused_loss.enable(config.vocab_size, config.padded_vocab_size)
         model.set_fused_kernels(True)
     if args.compile:
         for block in model.transformer.h:

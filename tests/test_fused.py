@@ -1,13 +1,19 @@
 """fused_dense.py on the CPU: its autograd function, run with the plain-PyTorch primitives, must give the MLP's
 values and gradients exactly. The cuBLASLt kernels behind the same primitives are checked on a GPU by
-bench/fused_check.py (results in bench/results/)."""
+bench/fused_check.py (results in bench/results/). fused_loss.py's Triton kernel runs here in Triton's
+interpreter against its plain-PyTorch reference."""
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import fused_dense
-from model import GPT, GPT2_SIZES, GPTConfig
+import fused_loss
+from conftest import REPO
+from model import GPT, GPT2_SIZES, GPTConfig, chunked_cross_entropy
 
 
 def tiny(dropout=0.0):
@@ -102,3 +108,50 @@ def test_weights_sit_256_byte_aligned_in_deepspeeds_flat_buffer(size):
             offset += p.numel() * p.element_size()
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)].rsplit(".", 1)[0].split(".")[-1] for p in weights} >= {"c_fc", "c_proj"}
+
+
+# The interpreter is chosen when Triton is imported, hence a process of its own.
+INTERPRETED_CROSS_ENTROPY = """
+import torch
+import fused_loss as fl
+fl.self_test(device="cpu")  # bf16 and fp16, ignored rows, several blocks per row and a ragged last one
+g = torch.Generator().manual_seed(1)
+for dtype in (torch.bfloat16, torch.float16):
+    logits = (torch.randn(9, 300, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, 257, (9,), generator=g)
+    targets[3] = -1
+    want_loss, want_grad = fl.softmax_xent_reference(logits.clone(), targets, 257, True)
+    got_loss, got_grad = fl.softmax_xent_fused(logits.clone(), targets, 257, True, block=128)
+    loss_only, no_grad = fl.softmax_xent_fused(logits_copy := logits.clone(), targets, 257, False, block=128)
+    print(dtype, (got_loss - want_loss).abs().max().item(), (got_grad.float() - want_grad.float()).abs().max().item(),
+          got_grad[:, 257:].abs().max().item(), got_grad[3].abs().max().item(), got_loss[3].item(),
+          torch.equal(loss_only, got_loss), no_grad is None and torch.equal(logits_copy, logits))
+"""
+
+
+def test_fused_cross_entropy_kernel_in_the_triton_interpreter():
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED_CROSS_ENTROPY], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line, dtype, grad_tolerance in zip(proc.stdout.splitlines(), ("bfloat16", "float16"), (2 ** -8, 2 ** -11)):
+        name, loss_diff, grad_diff, padding, ignored_grad, ignored_loss, same_loss, untouched = line.split()
+        assert name == f"torch.{dtype}"
+        assert float(loss_diff) <= 1e-5  # fp32 arithmetic from the same 16-bit logits
+        assert float(grad_diff) <= grad_tolerance  # at most one rounding step of the 16-bit gradient (<= 1)
+        assert float(padding) == 0.0 and float(ignored_grad) == 0.0 and float(ignored_loss) == 0.0
+        assert same_loss == "True" and untouched == "True"  # without gradient the logits are left alone
+
+
+def test_fused_loss_off_the_gpu_is_the_plain_loss():
+    torch.manual_seed(0)
+    h, w = torch.randn(40, 16, requires_grad=True), torch.randn(64, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (40,))
+    results = []
+    for fused in (False, True):
+        loss = chunked_cross_entropy(h, w, targets, 50, chunk=16, fused=fused)
+        gh, gw = torch.autograd.grad(loss, (h, w))
+        results.append((loss, gh, gw))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    model = tiny()
+    model.set_fused_kernels(True)
+    assert model.fused_loss and not fused_loss._ready  # enable() runs only on a GPU, after its check passed

@@ -95,6 +95,7 @@ def test_get_batch_is_a_pure_function_of_seed_rank_iteration():
     ds = [(data, 1.0)]
     x, y = get_batch(ds, 32, 4, 1337, 1, 7, 0)
     assert x.shape == y.shape == (4, 32) and x.dtype == np.int64
+    assert x.flags["C_CONTIGUOUS"] and y.flags["C_CONTIGUOUS"]  # else the copy to the GPU waits for the GPU
     assert (y[:, :-1] == x[:, 1:]).all() and (y[:, -1] == x[:, -1] + 1).all()  # targets are inputs shifted by one
     again, _ = get_batch(ds, 32, 4, 1337, 1, 7, 0)
     assert (again == x).all()  # a resumed loader yields the same batches
