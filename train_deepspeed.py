@@ -847,9 +847,10 @@ def run(argv):
             fused_loss.enable(model.config.vocab_size, model.config.padded_vocab_size)
             fused_note += f"; Triton cross-entropy (ready in {time.time() - t_loss:.1f}s)"
             model.fused_loss = True
-        except Exception as e:
-            fused_note += f"; plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
-            print0(f"warning: {fused_note}")
+        except Exception as e:  # the plain cross-entropy computes the same thing, only slower
+            why = f"plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
+            fused_note += f"; {why}"
+            print0(f"warning: {why}")
     if C.compile:
         for block in model.transformer.h:
             block.compile()

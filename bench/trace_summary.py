@@ -1,11 +1,13 @@
 """
 Where one training iteration's time went, from the trace that `train_deepspeed.py --profile_iteration=N` writes
-(out_dir/profile/rank_<r>.json.gz; https://ui.perfetto.dev shows it as a timeline): each phase's span (forward,
-backward, optimizer step; on the GPU's timeline where there is one), GPU kernel time by kind, how much of the
-communication (NCCL) ran with no compute kernel beside it (exposed), and the GPU's idle time between kernels.
+(out_dir/profile/rank_<r>.json.gz; https://ui.perfetto.dev shows it as a timeline): for each phase (forward,
+backward, optimizer step) its host time and the GPU time of the kernels it launched, GPU kernel time by kind, how
+much of the communication (NCCL) ran with no compute kernel beside it (exposed), and the GPU's idle time. The
+profiler slows the host, so host times are upper bounds.
 
-    python bench/trace_summary.py out-dir/profile/rank_0.json.gz
+    python bench/trace_summary.py out_dir/profile/rank_0.json.gz
 """
+import bisect
 import collections
 import gzip
 import json
@@ -101,15 +103,32 @@ def spans(events):
     return merge((e["ts"], e["ts"] + e["dur"]) for e in events)
 
 
+def kernels_by_window(events, kernels):
+    """[(phase name, host ms, [kernels launched in it])] for each record_function range of a phase, in order;
+    kernels are matched to their launch through the profiler's correlation ids (backward's kernels are launched by
+    autograd's own thread while the main thread waits inside "backward")."""
+    launches = {e["args"]["correlation"]: e["ts"] for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    windows = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
+                     if e.get("cat") == "user_annotation" and e["name"] in PHASES)
+    starts = [w[0] for w in windows]
+    launched = [[] for _ in windows]
+    for k in kernels:
+        t = launches.get(k.get("args", {}).get("correlation"))
+        i = bisect.bisect_right(starts, t) - 1 if t is not None else -1
+        if i >= 0 and t <= windows[i][1]:
+            launched[i].append(k)
+    return [(name, (end - start) / 1000, ks) for (start, end, name), ks in zip(windows, launched)]
+
+
 def summarise(events):
     """The numbers this script prints, in milliseconds."""
     kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
-    gpu_phases = [e for e in events if e.get("cat") == "gpu_user_annotation" and e["name"] in PHASES]
-    cpu_phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"] in PHASES]
     phases = {}
-    for e in gpu_phases or cpu_phases:
-        count, ms = phases.get(e["name"], (0, 0.0))
-        phases[e["name"]] = (count + 1, ms + e["dur"] / 1000)
+    for name, host_ms, ks in kernels_by_window(events, kernels):
+        span = (max(k["ts"] + k["dur"] for k in ks) - min(k["ts"] for k in ks)) / 1000 if ks else 0.0
+        count, host, gpu, spanned = phases.get(name, (0, 0.0, 0.0, 0.0))
+        phases[name] = (count + 1, host + host_ms, gpu + sum(k["dur"] for k in ks) / 1000, spanned + span)
     by_kind = collections.Counter()
     for e in kernels:
         by_kind[kind_of(e["name"])] += e["dur"] / 1000
@@ -117,18 +136,18 @@ def summarise(events):
     comm_ids = {id(e) for e in comm}
     busy, compute = spans(kernels), spans(e for e in kernels if id(e) not in comm_ids)
     window = (max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)) / 1000 if kernels else 0.0
-    return {"phases_on": "GPU" if gpu_phases else "CPU", "phases": phases, "by_kind": by_kind,
-            "window_ms": window, "busy_ms": length(busy) / 1000, "compute_ms": length(compute) / 1000,
-            "comm_ms": length(spans(comm)) / 1000, "exposed_comm_ms": length(minus(spans(comm), compute)) / 1000,
+    return {"phases": phases, "by_kind": by_kind, "window_ms": window, "busy_ms": length(busy) / 1000,
+            "compute_ms": length(compute) / 1000, "comm_ms": length(spans(comm)) / 1000,
+            "exposed_comm_ms": length(minus(spans(comm), compute)) / 1000,
             "spans": [(e["ts"], e["ts"] + e["dur"], e["name"]) for e in kernels]}
 
 
 def report(s):
-    print(f"phases (spans on the {s['phases_on']} timeline):")
+    print("phases: host time inside each; GPU time of the kernels launched in it (streams added), first to last")
     for name in PHASES:
         if name in s["phases"]:
-            count, ms = s["phases"][name]
-            print(f"  {name:16} {ms:9.1f} ms in {count} span{'s' * (count != 1)}")
+            count, cpu_ms, gpu_ms, span_ms = s["phases"][name]
+            print(f"  {name:16} {count} x, host {cpu_ms:8.1f} ms, GPU kernels {gpu_ms:8.1f} ms over {span_ms:8.1f} ms")
     if not s["by_kind"]:
         print("no GPU kernels in the trace (a CPU run)")
         return

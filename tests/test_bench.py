@@ -41,21 +41,26 @@ def test_curves_reports_largest_loss_difference(tmp_path):
 
 
 def test_trace_summary_separates_exposed_communication_and_idle_time(tmp_path, capsys):
-    def event(cat, name, ts, dur):
-        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 7}
-    events = [event("kernel", "nvjet_sm90_tst_192x192_bias_TNN", 0, 100),
-              event("kernel", "ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL", 50, 150),  # alone from 100 to 150
-              event("kernel", "cudnn_generated_fort_native_sdpa_sm90_flash_bprop", 150, 150),
-              event("gpu_memcpy", "Memcpy DtoD (Device -> Device)", 400, 10),  # 100 us idle before it
-              event("gpu_user_annotation", "forward", 0, 120), event("gpu_user_annotation", "backward", 120, 180),
-              event("gpu_user_annotation", "optimizer step", 300, 110),
-              event("user_annotation", "forward", 0, 5), event("cpu_op", "aten::mm", 0, 3)]
+    def event(cat, name, ts, dur, correlation=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 7,
+                "args": {} if correlation is None else {"correlation": correlation}}
+    events = [  # host: the phases and the kernel launches inside them (backward's from another thread)
+        event("user_annotation", "forward", 0, 10), event("user_annotation", "backward", 10, 30),
+        event("user_annotation", "optimizer step", 300, 20), event("cpu_op", "aten::mm", 1, 3),
+        event("cuda_runtime", "cudaLaunchKernel", 1, 1, 1), event("cuda_runtime", "cudaLaunchKernel", 15, 1, 2),
+        event("cuda_driver", "cuLaunchKernel", 20, 1, 3), event("cuda_runtime", "cudaMemcpyAsync", 305, 1, 4),
+        # GPU
+        event("kernel", "nvjet_sm90_tst_192x192_bias_TNN", 0, 100, 1),
+        event("kernel", "ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL", 50, 150, 2),  # alone from 100 to 150
+        event("kernel", "cudnn_generated_fort_native_sdpa_sm90_flash_bprop", 150, 150, 3),
+        event("gpu_memcpy", "Memcpy DtoD (Device -> Device)", 400, 10, 4)]  # 100 us idle before it
     path = tmp_path / "rank_0.json.gz"
     with gzip.open(path, "wt") as f:
         json.dump({"traceEvents": events + [{"ph": "M", "name": "process_name"}]}, f)
     s = trace_summary.summarise(trace_summary.load(str(path)))
-    assert s["phases_on"] == "GPU"
-    assert s["phases"] == {"forward": (1, 0.12), "backward": (1, 0.18), "optimizer step": (1, 0.11)}
+    # (count, host ms, GPU ms of the kernels launched, their first-to-last span)
+    assert s["phases"] == {"forward": (1, 0.01, 0.1, 0.1), "backward": (1, 0.03, 0.3, 0.25),
+                           "optimizer step": (1, 0.02, 0.01, 0.01)}
     assert s["window_ms"] == 0.41 and s["busy_ms"] == 0.31 and s["compute_ms"] == 0.26
     assert s["comm_ms"] == 0.15 and s["exposed_comm_ms"] == 0.05
     assert dict(s["by_kind"]) == {"matmul": 0.1, "communication (NCCL)": 0.15, "attention": 0.15,
@@ -64,6 +69,7 @@ def test_trace_summary_separates_exposed_communication_and_idle_time(tmp_path, c
                                                     "Memcpy DtoD (Device -> Device)")]
     trace_summary.report(s)
     out = capsys.readouterr().out
+    assert "backward         1 x, host      0.0 ms, GPU kernels      0.3 ms over      0.2 ms" in out
     assert "communication 0.1 ms, of which 0.1 ms with no compute kernel beside it" in out
     assert "GPU idle between kernels over the iteration: 0.1 ms of 0.4 ms (1 gaps" in out
 

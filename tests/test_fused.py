@@ -155,3 +155,6 @@ def test_fused_loss_off_the_gpu_is_the_plain_loss():
     model = tiny()
     model.set_fused_kernels(True)
     assert model.fused_loss and not fused_loss._ready  # enable() runs only on a GPU, after its check passed
+    with pytest.raises(RuntimeError):  # no GPU here: the trainer reports it and keeps the plain loss
+        fused_loss.enable(50257, 50304)
+    assert not fused_loss._ready
