@@ -973,6 +973,9 @@ def run(argv):
     lr_decay_iters = C.lr_decay_iters or C.max_iters
     t_start = time.time()
     start_iter = state["iter"]
+    if 0 < C.profile_iteration <= start_iter:
+        print0(f"warning: profile_iteration {C.profile_iteration} was done before this resume from iteration "
+               f"{start_iter}; nothing will be profiled")
     consecutive_nonfinite = 0
     first_step_logged = False
     t_last, dt_avg = time.time(), None

@@ -64,8 +64,10 @@ def test_exact_resume(reference_run, shakespeare, tmp_path):
               "--lr_decay_iters=12"]
     first = launch([*common, "--max_iters=6"])
     assert_ok(first)
-    second = launch([*common, "--max_iters=12", "--init_from=resume", "--deterministic=True"])
+    second = launch([*common, "--max_iters=12", "--init_from=resume", "--deterministic=True", "--profile_iteration=3"])
     assert_ok(second)
+    assert ("warning: profile_iteration 3 was done before this resume from iteration 6; nothing will be profiled"
+            in second.stdout) and not (out / "profile").exists()
     assert "; deterministic kernels" in second.stdout and "; deterministic kernels" not in first.stdout
     resumed = iter_losses(second.stdout)
     assert sorted(resumed) == list(range(7, 13))  # continues from the saved iteration
