@@ -353,7 +353,11 @@ def print0(*args, **kwargs):
     if _progress_bar is not None and kwargs.get("file", sys.stdout) is sys.stdout:
         _progress_bar.write(" ".join(str(a) for a in args), file=_progress_bar.fp)
     else:
-        print(*args, **kwargs, flush=True)
+        # one write per line: every rank (and C++ code in them) writes to the same pipe, and print() would send the
+        # text and its newline separately, letting another process's output land between them
+        out = kwargs.get("file", sys.stdout)
+        out.write(kwargs.get("sep", " ").join(str(a) for a in args) + kwargs.get("end", "\n"))
+        out.flush()
 
 
 class Progress:
