@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
+from trace_summary import kind_of  # noqa: E402
 from train_deepspeed import use_deterministic_kernels  # noqa: E402
 
 
@@ -62,7 +63,7 @@ def main():
     print(f"fused={args.fused} deterministic={args.deterministic} {args.dtype}: gradient digests per step "
           f"{' '.join(line)}; weights {digest(model.parameters())}")
     attention = sorted({e.name[:60] for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-                        and any(k in e.name.lower() for k in ("sdpa", "flash", "fmha", "attn", "attention"))})
+                        and kind_of(e.name) == "attention"})
     print(f"  attention kernels: {attention}")
 
     if args.fused:

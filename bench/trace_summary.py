@@ -15,7 +15,8 @@ import sys
 
 PHASES = ("forward", "backward", "optimizer step")
 # first match wins: communication before "reduce", attention before matmul ("sm90" is in both kinds of names)
-KINDS = [("communication (NCCL)", ("nccl",)),
+COMMUNICATION = "communication (NCCL)"
+KINDS = [(COMMUNICATION, ("nccl",)),
          ("attention", ("flash", "fmha", "cudnn", "attn", "sdpa")),
          ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
          ("optimizer (AdamW)", ("adam",)),
@@ -129,12 +130,12 @@ def summarise(events):
         span = (max(k["ts"] + k["dur"] for k in ks) - min(k["ts"] for k in ks)) / 1000 if ks else 0.0
         count, host, gpu, spanned = phases.get(name, (0, 0.0, 0.0, 0.0))
         phases[name] = (count + 1, host + host_ms, gpu + sum(k["dur"] for k in ks) / 1000, spanned + span)
+    kinds = [kind_of(e["name"]) for e in kernels]
     by_kind = collections.Counter()
-    for e in kernels:
-        by_kind[kind_of(e["name"])] += e["dur"] / 1000
-    comm = [e for e in kernels if kind_of(e["name"]) == "communication (NCCL)"]
-    comm_ids = {id(e) for e in comm}
-    busy, compute = spans(kernels), spans(e for e in kernels if id(e) not in comm_ids)
+    for e, kind in zip(kernels, kinds):
+        by_kind[kind] += e["dur"] / 1000
+    comm = [e for e, kind in zip(kernels, kinds) if kind == COMMUNICATION]
+    busy, compute = spans(kernels), spans(e for e, kind in zip(kernels, kinds) if kind != COMMUNICATION)
     window = (max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)) / 1000 if kernels else 0.0
     return {"phases": phases, "by_kind": by_kind, "window_ms": window, "busy_ms": length(busy) / 1000,
             "compute_ms": length(compute) / 1000, "comm_ms": length(spans(comm)) / 1000,
