@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fused_dense import FusedMLP
 from fused_loss import softmax_xent
+from fused_norm import add_layer_norm
 
 # -----------------------------------------------------------------------------
 # blocks
@@ -70,10 +71,11 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
+        self.fused_norm = False  # the residual add and ln_2 in fused_norm.py's kernels (GPT.set_fused_kernels)
 
     def forward(self, x, kv_cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)
-        return x + self.mlp(self.ln_2(x))
+        x, h = add_layer_norm(x, self.attn(self.ln_1(x), kv_cache, layer), self.ln_2, self.fused_norm)
+        return x + self.mlp(h)
 
 
 class KVCache:
@@ -168,6 +170,7 @@ class GPT(nn.Module):
         (a Triton kernel once fused_loss.enable() has checked it on this GPU)."""
         for block in self.transformer.h:
             block.mlp.fused = on and self.config.bias
+            block.fused_norm = on
         self.fused_loss = on
 
     def get_num_params(self, non_embedding=True):

@@ -855,6 +855,15 @@ def run(argv):
             why = f"plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
             fused_note += f"; {why}"
             print0(f"warning: {why}")
+        try:
+            import fused_norm
+            t_norm = time.time()
+            fused_norm.enable()
+            fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
+        except Exception as e:  # the plain ops compute the same thing
+            why = f"plain LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
+            fused_note += f"; {why}"
+            print0(f"warning: {why}")
     if C.compile:
         for block in model.transformer.h:
             block.compile()

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fused_dense as fd  # noqa: E402
 import fused_loss as fl  # noqa: E402
+import fused_norm as fn  # noqa: E402
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 
 
@@ -131,18 +132,23 @@ def time_model():
         _, loss = model(x, targets=x)
         loss.backward()
 
-    # plain, then the fused MLP, then the fused MLP and the fused cross-entropy (the trainer's default on a GPU)
-    for compiled, fused, loss in ((False, False, False), (False, True, False), (False, True, True),
-                                  (False, False, False), (False, True, False), (False, True, True),
-                                  (True, True, False), (True, True, True)):
+    # plain, the fused MLP, + the fused cross-entropy, + the fused add & LayerNorm (draft)
+    for compiled, fused, loss, norm in ((False, False, False, False), (False, True, False, False),
+                                        (False, True, True, False), (False, True, True, True),
+                                        (False, False, False, False), (False, True, True, False),
+                                        (False, True, True, True), (True, True, True, False),
+                                        (True, True, True, True)):
         if compiled and model.transformer.h[0]._compiled_call_impl is None:
             for block in model.transformer.h:
                 block.compile()
         model.set_fused_kernels(fused)
         model.fused_loss = loss
+        for block in model.transformer.h:
+            block.fused_norm = norm
         ms = time_ms(step, reps=3)
         tps = 16 * 1024 / ms * 1000
-        label = "fused MLP + cross-entropy" if loss else "fused MLP" if fused else "plain"
+        label = ("fused MLP + cross-entropy + add & LayerNorm" if norm else "fused MLP + cross-entropy" if loss
+                 else "fused MLP" if fused else "plain")
         print(f"GPT-2 XL forward+backward, 16 x 1024 tokens, {'compiled' if compiled else 'eager'}, "
               f"{label}: {ms:.1f} ms, {tps:,.0f} tok/s, MFU {tps * flops_per_token(config) / peak:.1%}", flush=True)
 
@@ -172,6 +178,25 @@ def check_loss(dtype, rows=4096, vocab=50257, padded=50304):
     return max(errors["fused"][i] / max(errors["plain"][i], 1e-6) for i in range(2))
 
 
+def check_norm(rows=16 * 1024, n=1600):
+    """The fused residual add + LayerNorm at XL width: errors against float64 next to the plain path's, and the
+    time of forward + backward of each."""
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16):
+        args = [(torch.randn(*shape, device="cuda") * scale).to(dtype) for shape, scale in
+                (((rows, n), 1.0), ((rows, n), 0.5), ((n,), 0.2), ((n,), 0.1), ((rows, n), 0.1), ((rows, n), 0.1))]
+        args[2] = args[2] + 1
+        exact = fn._forward_backward(fn.add_layer_norm_reference, *(t.double() for t in args))
+        plain = fn._forward_backward(fn.add_layer_norm_reference, *args)
+        fused = fn._forward_backward(lambda *a: fn.AddLayerNorm.apply(*a), *args)
+        errors = " ".join(f"{name} {fd.relative_error(f, e):.1e}/{fd.relative_error(p, e):.1e}"
+                          for name, f, p, e in zip("s y dx dr dw db".split(), fused, plain, exact))
+        t_fused = time_ms(lambda: fn._forward_backward(lambda *a: fn.AddLayerNorm.apply(*a), *args))
+        t_plain = time_ms(lambda: fn._forward_backward(fn.add_layer_norm_reference, *args))
+        print(f"{dtype} add + LayerNorm {rows} x {n}, error fused/plain vs float64: {errors}; forward + backward "
+              f"fused {t_fused:.3f} ms, plain {t_plain:.3f} ms")
+
+
 def main():
     print(torch.cuda.get_device_name(), torch.__version__, torch.version.cuda)
     print(f"extension built/loaded in {fd.load_extension():.1f} s")
@@ -179,6 +204,10 @@ def main():
     fl.enable(50257, 50304)
     print(f"Triton cross-entropy compiled and checked in {time.time() - start:.1f} s")
     loss_ratio = max(check_loss(torch.bfloat16), check_loss(torch.float16))
+    start = time.time()
+    fn.enable()
+    print(f"Triton add + LayerNorm compiled and checked in {time.time() - start:.1f} s")
+    check_norm()
     (worst_bf16, shifted_bf16), (worst_fp16, shifted_fp16) = (check_primitives(torch.bfloat16),
                                                               check_primitives(torch.float16))
     worst, shifted = max(worst_bf16, worst_fp16), max(shifted_bf16, shifted_fp16)

@@ -158,3 +158,34 @@ def test_fused_loss_off_the_gpu_is_the_plain_loss():
     with pytest.raises(RuntimeError):  # no GPU here: the trainer reports it and keeps the plain loss
         fused_loss.enable(50257, 50304)
     assert not fused_loss._ready
+
+
+INTERPRETED_ADD_LAYER_NORM = """
+import torch
+import fused_norm as fn
+fn.self_test(device="cpu", n=100, rows=70)  # 3 backward programs, the last ragged; a width that is no power of 2
+gen = torch.Generator().manual_seed(2)
+for dtype in (torch.bfloat16, torch.float16):
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, generator=gen) * scale).to(dtype)
+    args = (randn(70, 100), randn(70, 100, scale=0.5), randn(100, scale=0.2) + 1, randn(100, scale=0.1),
+            randn(70, 100, scale=0.1), randn(70, 100, scale=0.1))
+    exact = fn._forward_backward(fn.add_layer_norm_reference, *(t.double() for t in args))
+    plain = fn._forward_backward(fn.add_layer_norm_reference, *args)
+    fused = fn._forward_backward(lambda *a: fn.AddLayerNorm.apply(*a), *args)
+    err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
+    print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" for f, p, e in zip(fused, plain, exact)))
+"""
+
+
+def test_fused_add_layer_norm_in_the_triton_interpreter():
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED_ADD_LAYER_NORM], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["torch.bfloat16", "torch.float16"]
+    for line, bound in zip(lines, (5e-3, 5e-4)):
+        # s, y, dx, dr, dw, db: error of the kernels / of the plain path against float64 from the same inputs
+        for pair in line.split()[1:]:
+            fused, plain = map(float, pair.split("/"))
+            assert fused <= max(2 * plain, bound), line
