@@ -1,42 +1,52 @@
 """
-UNMEASURED DRAFT (branch ln-kernel, sixth session): a block's residual add and the LayerNorm after it in one Triton
-kernel each way. Forward: s = x + r and y = LayerNorm(s) from one read of x and r. Backward: the gradient reaching
-s from the residual stream is added to LayerNorm's input gradient in the same pass, and each program keeps partial
-sums of the weight and bias gradients over its rows (no separate GammaBeta reduction, no separate residual add).
-Per GPT-2 XL micro-step the plain path spends ~12 ms in LayerNorm, ~8 ms in its weight gradients and ~7 ms in
-backward's residual adds (bench/NOTES.md, 4 x H200 profile); how much of that this saves is not measured yet.
+The residual add and the LayerNorm after it in one Triton kernel each way, at every place GPT-2 has them: after a
+block's attention (ln_2), between blocks (the next block's ln_1) and before the head (ln_f). The model carries
+the residual stream as a pair (x, delta) whose sum is formed inside the next LayerNorm's kernel.
 
-`add_layer_norm_reference` is the plain path (CPU, fp32, no Triton); the CPU tests run the kernels in Triton's
-interpreter against it.
+Plain PyTorch spends, per GPT-2 XL micro-step of 16 x 1024 tokens, ~6 ms in LayerNorm's forward, ~6 ms in its
+input gradient, ~8 ms in its weight and bias gradients (a separate reduction over every row) and ~7 ms in the
+residual adds of forward and backward (bench/NOTES.md, 4-GPU profile). Forward here: s = x + delta and
+y = LayerNorm(s) from one read of x and delta. Backward: LayerNorm's input gradient plus the gradient that
+reaches s along the residual stream, in one pass that also keeps partial sums of the weight and bias gradients
+over its rows.
+
+The arithmetic is the plain path's: the sum is rounded to the 16-bit dtype before it is normalised, statistics
+and gradients in fp32. `add_layer_norm_reference` is that plain path (CPU, fp32, no Triton); the CPU tests run
+the kernels in Triton's interpreter against it.
 """
 import torch
 import torch.nn.functional as F
 
+from fused_dense import relative_error
+
 try:
     import triton
     import triton.language as tl
-except ImportError:
+except ImportError:  # CPU-only installs; the reference path computes the same
     triton = None
 
+# launch settings: the fastest of those bench/fused_check.py times (1 x H100, XL width; within ~10% of each other)
+FORWARD_WARPS = 4
+BACKWARD_WARPS = 8
 ROWS_PER_PROGRAM = 32  # backward: rows whose weight/bias gradients one program sums before writing a partial
-_ready = False
+_ready = False  # set by enable() once the kernels have compiled and passed their check on this GPU
 
 
-def add_layer_norm_reference(x, r, weight, bias, eps):
-    s = x + r
+def add_layer_norm_reference(x, delta, weight, bias, eps):
+    s = x + delta
     return s, F.layer_norm(s, (s.size(-1),), weight, bias, eps)
 
 
 if triton is not None:
     @triton.jit
-    def add_ln_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, mean_ptr, rstd_ptr, eps,
+    def add_ln_fwd_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, s_ptr, y_ptr, mean_ptr, rstd_ptr, eps,
                           N: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < N
         x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(r_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
-        s16 = (x + r).to(s_ptr.dtype.element_ty)
+        delta = tl.load(delta_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+        s16 = (x + delta).to(s_ptr.dtype.element_ty)
         tl.store(s_ptr + row * N + cols, s16, mask=mask)
         s = s16.to(tl.float32)  # normalise the rounded sum, as the plain path does
         mean = tl.sum(s, 0) / N
@@ -80,19 +90,20 @@ if triton is not None:
 
 
 class AddLayerNorm(torch.autograd.Function):
-    """(x + r, LayerNorm(x + r)) for 2-D 16-bit x, r on a GPU, through the kernels above."""
+    """(x + delta, LayerNorm(x + delta)) for 2-D 16-bit x and delta on a GPU, through the kernels above."""
 
     @staticmethod
-    def forward(ctx, x, r, weight, bias, eps):
+    def forward(ctx, x, delta, weight, bias, eps):
         M, N = x.shape
-        block = triton.next_power_of_2(N)
         s, y = torch.empty_like(x), torch.empty_like(x)
         mean = torch.empty(M, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
-        add_ln_fwd_kernel[(M,)](x, r, weight, bias if bias is not None else weight, s, y, mean, rstd, eps, N=N,
-                                BLOCK=block, HAS_BIAS=bias is not None, num_warps=8)
+        add_ln_fwd_kernel[(M,)](x, delta, weight, bias if bias is not None else weight, s, y, mean, rstd, eps,
+                                N=N, BLOCK=triton.next_power_of_2(N), HAS_BIAS=bias is not None,
+                                num_warps=FORWARD_WARPS)
         ctx.save_for_backward(s, weight, mean, rstd)
         ctx.has_bias = bias is not None
+        ctx.set_materialize_grads(False)  # ln_f's sum is used by nothing else: no zeros to read in backward
         return s, y
 
     @staticmethod
@@ -103,51 +114,67 @@ class AddLayerNorm(torch.autograd.Function):
         dx = torch.empty_like(s)
         dw = torch.empty(programs, N, device=s.device, dtype=torch.float32)
         db = torch.empty_like(dw)
-        dy = dy if dy is not None else torch.zeros_like(s)
-        add_ln_bwd_kernel[(programs,)](s, dy.contiguous(), ds.contiguous() if ds is not None else s, weight, mean,
-                                       rstd, dx, dw, db, M, N=N, ROWS=ROWS_PER_PROGRAM,
-                                       BLOCK=triton.next_power_of_2(N), HAS_DS=ds is not None, num_warps=8)
+        dy = dy.contiguous() if dy is not None else torch.zeros_like(s)
+        add_ln_bwd_kernel[(programs,)](s, dy, ds.contiguous() if ds is not None else s, weight, mean, rstd, dx,
+                                       dw, db, M, N=N, ROWS=ROWS_PER_PROGRAM, BLOCK=triton.next_power_of_2(N),
+                                       HAS_DS=ds is not None, num_warps=BACKWARD_WARPS)
         dw = dw.sum(0).to(weight.dtype)
         db = db.sum(0).to(weight.dtype) if ctx.has_bias else None
         return dx, dx, dw, db, None
 
 
-def add_layer_norm(x, r, norm, fused):
-    """(x + r, norm(x + r)) for a LayerNorm module `norm`; the kernels where they can run, else plain PyTorch."""
-    if fused and _ready and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+def add_layer_norm(x, delta, norm, fused):
+    """(x + delta, norm(x + delta)) for a LayerNorm module `norm`, delta None meaning 0; through the kernels where
+    they can run, else plain PyTorch."""
+    if delta is None:
+        return x, norm(x)
+    if fused and _ready and _can_fuse(x):
         shape = x.shape
-        s, y = AddLayerNorm.apply(x.reshape(-1, shape[-1]), r.reshape(-1, shape[-1]), norm.weight, norm.bias,
-                                  norm.eps)
+        s, y = AddLayerNorm.apply(x.reshape(-1, shape[-1]).contiguous(), delta.reshape(-1, shape[-1]).contiguous(),
+                                  norm.weight, norm.bias, norm.eps)
         return s.view(shape), y.view(shape)
-    return add_layer_norm_reference(x, r, norm.weight, norm.bias, norm.eps)
+    return add_layer_norm_reference(x, delta, norm.weight, norm.bias, norm.eps)
+
+
+def _can_fuse(x):
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
+
+def forward_backward(fn, x, delta, weight, bias, ds, dy, eps=1e-5):
+    """(s, y, and the gradients of x, delta, weight, bias) of fn(x, delta, weight, bias, eps) for incoming
+    gradients ds (None: s is used by nothing else) and dy."""
+    x, delta, weight, bias = (t.detach().clone().requires_grad_(True) for t in (x, delta, weight, bias))
+    s, y = fn(x, delta, weight, bias, eps)
+    if ds is None:
+        y.backward(dy)
+    else:
+        torch.autograd.backward((s, y), (ds, dy))
+    return s, y, x.grad, delta.grad, weight.grad, bias.grad
 
 
 def self_test(device="cuda", n=1600, rows=100):
-    """Forward and backward against the plain path in both 16-bit types; raises on a mismatch."""
+    """Forward and backward against the plain path in both 16-bit types, with and without a residual gradient;
+    raises on a mismatch."""
     gen = torch.Generator(device=device).manual_seed(0)
     for dtype in (torch.bfloat16, torch.float16):
         def randn(*shape, scale=1.0):
             return (torch.randn(shape, device=device, generator=gen) * scale).to(dtype)
 
-        x, r = randn(rows, n), randn(rows, n, scale=0.5)
-        w, b = randn(n, scale=0.2) + 1, randn(n, scale=0.1)
-        ds, dy = randn(rows, n, scale=0.1), randn(rows, n, scale=0.1)
-        want = _forward_backward(add_layer_norm_reference, x, r, w, b, ds, dy)
-        got = _forward_backward(lambda *a: AddLayerNorm.apply(*a), x, r, w, b, ds, dy)
-        for name, g, ref in zip(("s", "y", "dx", "dr", "dw", "db"), got, want):
-            err = ((g.float() - ref.float()).norm() / ref.float().norm()).item()
-            if not err < 2e-2:
-                raise RuntimeError(f"the fused add + LayerNorm's check failed ({dtype}, {name}: error {err:.1e})")
-
-
-def _forward_backward(fn, x, r, w, b, ds, dy):
-    x, r, w, b = (t.detach().clone().requires_grad_(True) for t in (x, r, w, b))
-    s, y = fn(x, r, w, b, 1e-5)
-    torch.autograd.backward((s, y), (ds, dy))
-    return s, y, x.grad, r.grad, w.grad, b.grad
+        x, delta = randn(rows, n), randn(rows, n, scale=0.5)
+        weight, bias = randn(n, scale=0.2) + 1, randn(n, scale=0.1)
+        dy = randn(rows, n, scale=0.1)
+        for ds in (randn(rows, n, scale=0.1), None):
+            want = forward_backward(add_layer_norm_reference, x, delta, weight, bias, ds, dy)
+            got = forward_backward(AddLayerNorm.apply, x, delta, weight, bias, ds, dy)
+            for name, g, ref in zip(("s", "y", "dx", "ddelta", "dweight", "dbias"), got, want):
+                err = relative_error(g, ref)
+                if not err < 2e-2:
+                    raise RuntimeError(f"the fused add + LayerNorm's check failed ({dtype}, {name}: error {err:.1e})")
 
 
 def enable():
+    """Compile the kernels and check them on this GPU; afterwards add_layer_norm(fused=True) uses them. Raises
+    (and stays off) where Triton is missing or the check fails."""
     global _ready
     if triton is None:
         raise RuntimeError("Triton is not installed")

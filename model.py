@@ -71,11 +71,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
-        self.fused_norm = False  # the residual add and ln_2 in fused_norm.py's kernels (GPT.set_fused_kernels)
+        self.fused_norm = False  # residual adds inside the LayerNorms' kernels (GPT.set_fused_kernels)
 
-    def forward(self, x, kv_cache=None, layer=0):
-        x, h = add_layer_norm(x, self.attn(self.ln_1(x), kv_cache, layer), self.ln_2, self.fused_norm)
-        return x + self.mlp(h)
+    def forward(self, x, delta, kv_cache=None, layer=0):
+        """The residual stream arrives and leaves as a pair (x, delta) whose sum is formed inside the next
+        LayerNorm (fused_norm.py: one kernel for the add and the norm); delta None means 0."""
+        x, h = add_layer_norm(x, delta, self.ln_1, self.fused_norm)
+        x, h = add_layer_norm(x, self.attn(h, kv_cache, layer), self.ln_2, self.fused_norm)
+        return x, self.mlp(h)
 
 
 class KVCache:
@@ -146,6 +149,7 @@ class GPT(nn.Module):
         self.gradient_checkpointing = 0  # number of blocks (from the first) recomputed in backward; -1 = all
         self.loss_chunk_size = 4096  # rows of logits alive at once in the loss
         self.fused_loss = False  # the loss head's softmax cross-entropy in fused_loss.py's kernel (GPU)
+        self.fused_norm = False  # the residual add and ln_f in fused_norm.py's kernels (GPU)
         if init_weights:
             self.apply(self._init_weights)
             # GPT-2's scaled init of the residual projections
@@ -166,12 +170,13 @@ class GPT(nn.Module):
     def set_fused_kernels(self, on):
         """Run each MLP through fused_dense.FusedMLP (cuBLASLt epilogues on a GPU once its extension is loaded;
         the same arithmetic in plain PyTorch otherwise; needs biases; ZeRO-3 cannot use it: it gathers a weight
-        only inside its own module's forward) and the loss head's softmax cross-entropy through fused_loss.py
-        (a Triton kernel once fused_loss.enable() has checked it on this GPU)."""
+        only inside its own module's forward), the loss head's softmax cross-entropy through fused_loss.py and
+        each residual add with the LayerNorm after it through fused_norm.py (Triton kernels once enable() has
+        checked them on this GPU; plain PyTorch otherwise)."""
         for block in self.transformer.h:
             block.mlp.fused = on and self.config.bias
             block.fused_norm = on
-        self.fused_loss = on
+        self.fused_loss = self.fused_norm = on
 
     def get_num_params(self, non_embedding=True):
         """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""
@@ -191,15 +196,18 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        delta = None
         n_ckpt = len(self.transformer.h) if self.gradient_checkpointing < 0 else self.gradient_checkpointing
         for i, block in enumerate(self.transformer.h):
             if self.training and i < n_ckpt and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                if delta is not None:  # a recomputed block keeps one tensor alive, not two
+                    x, delta = x + delta, None
+                x, delta = checkpoint(block, x, delta, use_reentrant=False)
             else:
-                x = block(x, kv_cache, i)
+                x, delta = block(x, delta, kv_cache, i)
         if kv_cache is not None:
             kv_cache.length += T
-        x = self.transformer.ln_f(x)
+        _, x = add_layer_norm(x, delta, self.transformer.ln_f, self.fused_norm)
         if targets is None:
             if last_only:
                 x = x[:, -1:, :]

@@ -840,6 +840,7 @@ def run(argv):
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
         import fused_dense
         import fused_loss
+        import fused_norm
         try:
             fused_note = f"cuBLASLt epilogues (extension ready in {fused_dense.load_extension():.1f}s)"
             model.set_fused_kernels(True)
@@ -856,12 +857,14 @@ def run(argv):
             fused_note += f"; {why}"
             print0(f"warning: {why}")
         try:
-            import fused_norm
             t_norm = time.time()
             fused_norm.enable()
             fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
-        except Exception as e:  # the plain ops compute the same thing
-            why = f"plain LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
+            model.fused_norm = True
+            for block in model.transformer.h:
+                block.fused_norm = True
+        except Exception as e:  # the plain add and LayerNorm compute the same thing, only slower
+            why = f"plain add + LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
             fused_note += f"; {why}"
             print0(f"warning: {why}")
     if C.compile:

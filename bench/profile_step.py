@@ -23,7 +23,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--fused", action="store_true", help="as the trainer's fused_kernels: the cuBLASLt "
-                        "epilogues of fused_dense.py and fused_loss.py's cross-entropy")
+                        "epilogues of fused_dense.py, fused_loss.py's cross-entropy, fused_norm.py's add + LayerNorm")
     parser.add_argument("--deterministic", action="store_true", help="as train_deepspeed.py --deterministic=True")
     parser.add_argument("--no_shapes", action="store_true", help="skip timing each matmul shape alone")
     args = parser.parse_args()
@@ -36,8 +36,10 @@ def main():
     if args.fused:
         import fused_dense
         import fused_loss
+        import fused_norm
         fused_dense.load_extension()
         fused_loss.enable(config.vocab_size, config.padded_vocab_size)
+        fused_norm.enable()
         model.set_fused_kernels(True)
     if args.compile:
         for block in model.transformer.h:

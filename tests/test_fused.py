@@ -168,13 +168,15 @@ gen = torch.Generator().manual_seed(2)
 for dtype in (torch.bfloat16, torch.float16):
     def randn(*shape, scale=1.0):
         return (torch.randn(shape, generator=gen) * scale).to(dtype)
-    args = (randn(70, 100), randn(70, 100, scale=0.5), randn(100, scale=0.2) + 1, randn(100, scale=0.1),
-            randn(70, 100, scale=0.1), randn(70, 100, scale=0.1))
-    exact = fn._forward_backward(fn.add_layer_norm_reference, *(t.double() for t in args))
-    plain = fn._forward_backward(fn.add_layer_norm_reference, *args)
-    fused = fn._forward_backward(lambda *a: fn.AddLayerNorm.apply(*a), *args)
-    err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
-    print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" for f, p, e in zip(fused, plain, exact)))
+    x, delta, weight, bias = randn(70, 100), randn(70, 100, scale=0.5), randn(100, scale=0.2) + 1, randn(100, scale=0.1)
+    dy = randn(70, 100, scale=0.1)
+    for ds in (randn(70, 100, scale=0.1), None):
+        args = (x, delta, weight, bias, ds, dy)
+        exact = fn.forward_backward(fn.add_layer_norm_reference, *(t.double() if t is not None else None for t in args))
+        plain = fn.forward_backward(fn.add_layer_norm_reference, *args)
+        fused = fn.forward_backward(fn.AddLayerNorm.apply, *args)
+        err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
+        print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" for f, p, e in zip(fused, plain, exact)))
 """
 
 
@@ -183,9 +185,52 @@ def test_fused_add_layer_norm_in_the_triton_interpreter():
                           text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["torch.bfloat16", "torch.float16"]
-    for line, bound in zip(lines, (5e-3, 5e-4)):
-        # s, y, dx, dr, dw, db: error of the kernels / of the plain path against float64 from the same inputs
-        for pair in line.split()[1:]:
+    assert [line.split()[0] for line in lines] == ["torch.bfloat16"] * 2 + ["torch.float16"] * 2
+    for line, bound in zip(lines, (5e-3, 5e-3, 5e-4, 5e-4)):
+        # s, y, dx, ddelta, dweight, dbias: error of the kernels / of the plain path against float64, same inputs
+        pairs = line.split()[1:]
+        assert len(pairs) == 6
+        for pair in pairs:
             fused, plain = map(float, pair.split("/"))
             assert fused <= max(2 * plain, bound), line
+
+
+INTERPRETED_MODEL_WITH_FUSED_NORM = """
+import copy, torch
+import fused_norm as fn
+from model import GPT, GPTConfig
+fn._ready = True
+fn._can_fuse = lambda x: x.dtype == torch.float16  # the interpreter runs the kernels on CPU tensors
+torch.manual_seed(0)
+plain = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=48, block_size=16, vocab_size=100)).to(torch.float16)
+fused = copy.deepcopy(plain)
+for block in fused.transformer.h:
+    block.fused_norm = True
+fused.fused_norm = True
+calls = []
+apply = fn.AddLayerNorm.apply
+fn.AddLayerNorm.apply = lambda *a: calls.append(1) or apply(*a)
+idx = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1))
+results = []
+for model in (copy.deepcopy(plain).double(), plain, fused):
+    _, loss = model(idx, targets=idx)
+    loss.backward()
+    results.append((loss.item(), {n: p.grad.double() for n, p in model.named_parameters()}))
+(loss_exact, exact), (loss_plain, grads_plain), (loss_fused, grads_fused) = results
+err = lambda got, want: ((got - want).norm() / want.norm()).item()
+# each gradient's error against float64: the kernels' over the plain path's (or over 0.01 where that is tiny)
+worst = max(err(grads_fused[n], g) / max(err(grads_plain[n], g), 0.01) for n, g in exact.items())
+print(len(calls), abs(loss_fused - loss_exact), abs(loss_plain - loss_exact), worst, len(exact))
+"""
+
+
+def test_model_with_fused_add_layer_norm_in_the_triton_interpreter():
+    """The (x, delta) residual stream through the kernels: every add + LayerNorm but block 0's ln_1 goes through
+    them (2 per block), and the loss and every gradient are as close to float64's as the plain fp16 model's."""
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_WITH_FUSED_NORM], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls, loss_fused, loss_plain, worst_grad, n_grads = proc.stdout.split()
+    assert int(calls) == 2 * 3 and int(n_grads) == 40
+    assert float(loss_fused) <= max(2 * float(loss_plain), 1e-4)  # fp16 loss of ~4.6 against float64
+    assert float(worst_grad) <= 1.0, worst_grad

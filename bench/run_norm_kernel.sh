@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The seventh session's GPU calls behind the fused add + LayerNorm rows of bench/NOTES.md.
+# Phase 1 (one GPU): bench/fused_check.py (the Triton add + LayerNorm against the plain path and float64, its
+# launch configurations, the model alone without and with it), then the trainer's throughput (GPT-2 XL, bf16,
+# 1 GPU) of this tree alternated with $BASE, a copy of the tree from before the kernel.
+# Phase 2 (four GPUs): the same alternation on 4 GPUs in bf16 and fp16, the peer (transformers' GPT2LMHeadModel)
+# in the same lease, then loss curves of short real runs (GPT-2-medium shapes from scratch, 40 iterations, one
+# GPU each: this tree and $BASE, bf16 and fp16, all four at once).
+#   BASE=/tmp/base bench/run_norm_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_norm_kernel.sh 2 /tmp/out
+set -uo pipefail
+cd "$(dirname "$0")/.."
+phase=$1 out=$2
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
+MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
+        --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
+        --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
+if [[ $phase == 1 ]]; then
+    timeout 330 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
+    echo "fused_check exit $?" >> "$out/fused_check.txt"
+    for run in bf16-new bf16-base bf16-new bf16-base; do
+        dir=$PWD; [[ $run == *base ]] && dir=$BASE
+        (cd "$dir" && timeout 100 python3 bench/bench.py --runs ours-${run%-*}-1 --tag "$run" --out "$out" --timeout 95)
+    done
+elif [[ $phase == 2 ]]; then
+    nvidia-smi topo -m > "$out/topology.txt" 2>&1
+    for run in bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base; do
+        dir=$PWD; [[ $run == *base ]] && dir=$BASE
+        (cd "$dir" && timeout 80 python3 bench/bench.py --runs ours-${run%-*}-4 --tag "$run" --out "$out" --timeout 75)
+    done
+    timeout 110 python3 bench/bench.py --runs peer-bf16-4 --tag peer --out "$out" --timeout 105
+    pids=() gpu=0
+    for dtype in bfloat16 float16; do
+        for tree in base new; do
+            dir=$PWD; [[ $tree == base ]] && dir=$BASE
+            (cd "$dir" && timeout 150 python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
+                --master_port=$((29600 + gpu)) train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
+                --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &
+            pids+=($!) gpu=$((gpu + 1))
+        done
+    done
+    wait "${pids[@]}"
+    python3 bench/curves.py "$out"/curve-bfloat16-base.log "$out"/curve-bfloat16-new.log \
+        --out "$out/loss_curves_bf16.png" > "$out/loss_curves.txt"
+    python3 bench/curves.py "$out"/curve-float16-base.log "$out"/curve-float16-new.log \
+        --out "$out/loss_curves_fp16.png" >> "$out/loss_curves.txt"
+fi
