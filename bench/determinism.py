@@ -42,9 +42,13 @@ def main():
     config = GPTConfig(**GPT2_SIZES["gpt2"])
     with torch.device("cuda"):
         model = GPT(config).to(dtype)
-    if args.fused:
+    if args.fused:  # all three, as the trainer's fused_kernels
         import fused_dense
+        import fused_loss
+        import fused_norm
         fused_dense.load_extension()
+        fused_loss.enable(config.vocab_size, config.padded_vocab_size)
+        fused_norm.enable()
         model.set_fused_kernels(True)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # AdamW on fp16 weights without a master copy overflows
     gen = torch.Generator(device="cuda").manual_seed(1)

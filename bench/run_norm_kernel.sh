@@ -6,7 +6,11 @@
 # Phase 2 (four GPUs): the same alternation on 4 GPUs in bf16 and fp16, the peer (transformers' GPT2LMHeadModel)
 # in the same lease, then loss curves of short real runs (GPT-2-medium shapes from scratch, 40 iterations, one
 # GPU each: this tree and $BASE, bf16 and fp16, all four at once).
+# Phase 3 (four GPUs, this tree alone): throughput in bf16 (twice) and fp16 and the peer in the same lease; then at
+# once: gradient digests of the model alone with all fused kernels from fresh processes (bench/determinism.py,
+# GPU 3) and GPT-2 XL on 2 GPUs capped at 24 GB (GPUs 0-1).
 #   BASE=/tmp/base bench/run_norm_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_norm_kernel.sh 2 /tmp/out
+#   bench/run_norm_kernel.sh 3 /tmp/out
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=$1 out=$2
@@ -44,4 +48,16 @@ elif [[ $phase == 2 ]]; then
         --out "$out/loss_curves_bf16.png" > "$out/loss_curves.txt"
     python3 bench/curves.py "$out"/curve-float16-base.log "$out"/curve-float16-new.log \
         --out "$out/loss_curves_fp16.png" >> "$out/loss_curves.txt"
+elif [[ $phase == 3 ]]; then
+    nvidia-smi topo -m > "$out/topology.txt" 2>&1
+    for run in bf16 fp16 bf16; do
+        timeout 80 python3 bench/bench.py --runs ours-$run-4 --tag $run --out "$out" --timeout 75
+    done
+    timeout 110 python3 bench/bench.py --runs peer-bf16-4 --tag peer --out "$out" --timeout 105
+    (for args in "--dtype bfloat16" "--dtype bfloat16" "--dtype bfloat16" "--dtype float16 --deterministic" \
+                 "--dtype float16 --deterministic"; do
+         CUDA_VISIBLE_DEVICES=3 timeout 60 python3 bench/determinism.py --fused $args
+     done) > "$out/determinism.txt" 2>&1 &
+    timeout 120 python3 bench/bench.py --runs ours-xl-24gb-2 --tag 24gb --out "$out" --timeout 115
+    wait
 fi
