@@ -54,7 +54,8 @@ bias = True
 dropout = 0.0
 gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
 compile = False  # torch.compile each transformer block
-fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU in cuBLASLt epilogues, cross-entropy in one Triton kernel
+fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU in cuBLASLt epilogues; cross-entropy, add + LayerNorm in Triton
+fused_norm = True  # with fused_kernels: the add + LayerNorm kernels (config/xl_24gb_2gpus.py turns them off)
 deterministic = False  # bitwise-repeatable GPU runs and resumes (deterministic kernels only), 7.6% slower
 # optimizer: AdamW
 learning_rate = 3e-5
@@ -858,15 +859,19 @@ def run(argv):
             print0(f"warning: {why}")
         try:
             t_norm = time.time()
-            fused_norm.enable()
-            fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
-            model.fused_norm = True
-            for block in model.transformer.h:
-                block.fused_norm = True
+            if C.fused_norm:
+                fused_norm.enable()
+                fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
+            else:
+                fused_note += "; plain add + LayerNorm (fused_norm=False)"
         except Exception as e:  # the plain add and LayerNorm compute the same thing, only slower
             why = f"plain add + LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
             fused_note += f"; {why}"
             print0(f"warning: {why}")
+        use_norm_kernels = C.fused_norm and fused_norm._ready
+        model.fused_norm = use_norm_kernels
+        for block in model.transformer.h:
+            block.fused_norm = use_norm_kernels
     if C.compile:
         for block in model.transformer.h:
             block.compile()

@@ -13,3 +13,6 @@ max_iters = 20
 eval_interval = 5
 # workstations with these cards are often short of host RAM: no pinned checkpoint buffers (~10 GB per rank)
 pinned_checkpoint_copies = False
+# micro-batches of 4 with every block recomputed: the Triton add + LayerNorm kernels measured slower here, not
+# faster (2 x H200 capped at 24 GB, fp16: 4,484-4,667 ms per iteration without, 4,979-5,048 with; bench/NOTES.md)
+fused_norm = False

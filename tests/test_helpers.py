@@ -229,4 +229,5 @@ def test_every_shipped_config_file_parses():
     for f in files:
         cfg = T.parse_config([f])
         assert set(cfg) == set(T.DEFAULTS), f
-    assert not T.parse_config([os.path.join(T.REPO, "config", "xl_24gb_2gpus.py")])["pinned_checkpoint_copies"]
+    small_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_24gb_2gpus.py")])
+    assert not small_cards["pinned_checkpoint_copies"] and not small_cards["fused_norm"]
