@@ -70,11 +70,12 @@ if triton is not None:
         db = tl.zeros((BLOCK,), tl.float32)
         for i in range(ROWS):
             row = (pid * ROWS + i).to(tl.int64)
-            m = mask & (row < M)
+            m = mask & (row + tl.zeros((BLOCK,), tl.int64) < M)  # a block, not a scalar: Triton 3.9's interpreter
             s = tl.load(s_ptr + row * N + cols, mask=m, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + row * N + cols, mask=m, other=0.0).to(tl.float32)
-            mean = tl.load(mean_ptr + row, mask=row < M, other=0.0)
-            rstd = tl.load(rstd_ptr + row, mask=row < M, other=0.0)
+            # rows past the end: any in-bounds statistics will do, everything they touch is masked
+            mean = tl.load(mean_ptr + tl.minimum(row, M - 1))
+            rstd = tl.load(rstd_ptr + tl.minimum(row, M - 1))
             xhat = tl.where(m, (s - mean) * rstd, 0.0)
             wdy = w * dy
             c1 = tl.sum(xhat * wdy, 0) / N
