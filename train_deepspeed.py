@@ -857,18 +857,19 @@ def run(argv):
             why = f"plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
             fused_note += f"; {why}"
             print0(f"warning: {why}")
-        try:
-            t_norm = time.time()
-            if C.fused_norm:
+        use_norm_kernels = False
+        if not C.fused_norm:
+            fused_note += "; plain add + LayerNorm (fused_norm=False)"
+        else:
+            try:
+                t_norm = time.time()
                 fused_norm.enable()
                 fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
-            else:
-                fused_note += "; plain add + LayerNorm (fused_norm=False)"
-        except Exception as e:  # the plain add and LayerNorm compute the same thing, only slower
-            why = f"plain add + LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
-            fused_note += f"; {why}"
-            print0(f"warning: {why}")
-        use_norm_kernels = C.fused_norm and fused_norm._ready
+                use_norm_kernels = True
+            except Exception as e:  # the plain add and LayerNorm compute the same thing, only slower
+                why = f"plain add + LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
+                fused_note += f"; {why}"
+                print0(f"warning: {why}")
         model.fused_norm = use_norm_kernels
         for block in model.transformer.h:
             block.fused_norm = use_norm_kernels
