@@ -167,16 +167,18 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def set_fused_kernels(self, on):
+    def set_fused_kernels(self, on, loss=None, norm=None):
         """Run each MLP through fused_dense.FusedMLP (cuBLASLt epilogues on a GPU once its extension is loaded;
         the same arithmetic in plain PyTorch otherwise; needs biases; ZeRO-3 cannot use it: it gathers a weight
         only inside its own module's forward), the loss head's softmax cross-entropy through fused_loss.py and
         each residual add with the LayerNorm after it through fused_norm.py (Triton kernels once enable() has
-        checked them on this GPU; plain PyTorch otherwise)."""
+        checked them on this GPU; plain PyTorch otherwise). `loss` and `norm` default to `on`."""
+        loss = on if loss is None else loss
+        norm = on if norm is None else norm
         for block in self.transformer.h:
             block.mlp.fused = on and self.config.bias
-            block.fused_norm = on
-        self.fused_loss = self.fused_norm = on
+            block.fused_norm = norm
+        self.fused_loss, self.fused_norm = loss, norm
 
     def get_num_params(self, non_embedding=True):
         """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""

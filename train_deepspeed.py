@@ -635,6 +635,39 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
     return model, f"pretrained {init_from}"
 
 
+def setup_fused_kernels(model, with_norm=True):
+    """Build and check each fused kernel on this GPU and turn on those that pass; the others stay on the plain
+    ops, which compute the same thing, only slower. Returns the start-up summary's words for them."""
+    import fused_dense
+    import fused_loss
+    import fused_norm
+    notes = []
+
+    def attempt(setup, name, fallback):
+        start = time.time()
+        try:
+            setup()
+        except Exception as e:
+            why = f"{fallback}: {str(e).splitlines()[0][:200]}"
+            notes.append(why)
+            print0(f"warning: {why}")
+            return False
+        notes.append(f"{name} (ready in {time.time() - start:.1f}s)")
+        return True
+
+    mlp = attempt(fused_dense.load_extension, "cuBLASLt epilogues",
+                  "plain MLP, the cuBLASLt extension did not build or load")
+    loss = attempt(lambda: fused_loss.enable(model.config.vocab_size, model.config.padded_vocab_size),
+                   "Triton cross-entropy", "plain cross-entropy, the Triton kernel failed")
+    if with_norm:
+        norm = attempt(fused_norm.enable, "Triton add + LayerNorm", "plain add + LayerNorm, the Triton kernels failed")
+    else:
+        norm = False
+        notes.append("plain add + LayerNorm (fused_norm=False)")
+    model.set_fused_kernels(mlp, loss=loss, norm=norm)
+    return "; ".join(notes)
+
+
 def resolve_init(C):
     """Check init_from before anything starts: (resume tag, its marker, the model's context length)."""
     import checkpoint as ckpt
@@ -839,40 +872,7 @@ def run(argv):
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
     fused_note = "off"
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
-        import fused_dense
-        import fused_loss
-        import fused_norm
-        try:
-            fused_note = f"cuBLASLt epilogues (extension ready in {fused_dense.load_extension():.1f}s)"
-            model.set_fused_kernels(True)
-        except Exception as e:  # the plain ops compute the same thing, only slower
-            fused_note = f"off, the cuBLASLt extension did not build or load: {str(e).splitlines()[0][:200]}"
-            print0(f"warning: fused kernels {fused_note}")
-        try:
-            t_loss = time.time()
-            fused_loss.enable(model.config.vocab_size, model.config.padded_vocab_size)
-            fused_note += f"; Triton cross-entropy (ready in {time.time() - t_loss:.1f}s)"
-            model.fused_loss = True
-        except Exception as e:  # the plain cross-entropy computes the same thing, only slower
-            why = f"plain cross-entropy, the Triton kernel failed: {str(e).splitlines()[0][:200]}"
-            fused_note += f"; {why}"
-            print0(f"warning: {why}")
-        use_norm_kernels = False
-        if not C.fused_norm:
-            fused_note += "; plain add + LayerNorm (fused_norm=False)"
-        else:
-            try:
-                t_norm = time.time()
-                fused_norm.enable()
-                fused_note += f"; Triton add + LayerNorm (ready in {time.time() - t_norm:.1f}s)"
-                use_norm_kernels = True
-            except Exception as e:  # the plain add and LayerNorm compute the same thing, only slower
-                why = f"plain add + LayerNorm, the Triton kernels failed: {str(e).splitlines()[0][:200]}"
-                fused_note += f"; {why}"
-                print0(f"warning: {why}")
-        model.fused_norm = use_norm_kernels
-        for block in model.transformer.h:
-            block.fused_norm = use_norm_kernels
+        fused_note = setup_fused_kernels(model, C.fused_norm)
     if C.compile:
         for block in model.transformer.h:
             block.compile()

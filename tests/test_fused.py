@@ -234,3 +234,38 @@ def test_model_with_fused_add_layer_norm_in_the_triton_interpreter():
     assert int(calls) == 2 * 3 and int(n_grads) == 40
     assert float(loss_fused) <= max(2 * float(loss_plain), 1e-4)  # fp16 loss of ~4.6 against float64
     assert float(worst_grad) <= 1.0, worst_grad
+
+
+def test_trainer_turns_on_the_fused_kernels_that_pass_their_checks(monkeypatch, capsys):
+    """train_deepspeed.setup_fused_kernels: on this CPU every kernel's set-up fails (no GPU), so all three stay on
+    the plain path and the summary says why; with set-ups that succeed (stand-ins) all three are on; one failure
+    turns off only its own kernel; fused_norm=False leaves the norm plain without a warning."""
+    import fused_norm
+    import train_deepspeed as T
+    model = tiny()
+    note = T.setup_fused_kernels(model)
+    reasons = ["plain MLP, the cuBLASLt extension did not build or load: fused kernels need a CUDA GPU; ",
+               "plain cross-entropy, the Triton kernel failed: ", "plain add + LayerNorm, the Triton kernels failed: "]
+    assert note.startswith(reasons[0]) and 0 < note.index(reasons[1]) < note.index(reasons[2]), note
+    assert capsys.readouterr().out.count("warning: plain ") == 3
+    assert not (model.fused_loss or model.fused_norm or any(b.mlp.fused or b.fused_norm for b in model.transformer.h))
+
+    monkeypatch.setattr(fused_dense, "load_extension", lambda: 0.0)
+    monkeypatch.setattr(fused_loss, "enable", lambda vocab, padded: None)
+    monkeypatch.setattr(fused_norm, "enable", lambda: None)
+    note = T.setup_fused_kernels(model)
+    assert [p.split(" (ready in")[0] for p in note.split("; ")] == ["cuBLASLt epilogues", "Triton cross-entropy",
+                                                                     "Triton add + LayerNorm"], note
+    assert model.fused_loss and model.fused_norm
+    assert all(b.mlp.fused and b.fused_norm for b in model.transformer.h)
+
+    def no_triton(vocab, padded):
+        raise RuntimeError("Triton is not installed")
+
+    monkeypatch.setattr(fused_loss, "enable", no_triton)
+    note = T.setup_fused_kernels(model, with_norm=False)
+    assert note.split("; ")[1:] == ["plain cross-entropy, the Triton kernel failed: Triton is not installed",
+                                    "plain add + LayerNorm (fused_norm=False)"], note
+    assert capsys.readouterr().out.count("warning: ") == 1
+    assert not model.fused_loss and not model.fused_norm
+    assert all(b.mlp.fused and not b.fused_norm for b in model.transformer.h)
