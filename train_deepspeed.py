@@ -635,9 +635,10 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
     return model, f"pretrained {init_from}"
 
 
-def setup_fused_kernels(model, with_norm=True):
+def setup_fused_kernels(model, with_norm=True, strict=False):
     """Build and check each fused kernel on this GPU and turn on those that pass; the others stay on the plain
-    ops, which compute the same thing, only slower. Returns the start-up summary's words for them."""
+    ops, which compute the same thing, only slower (with strict, a failure raises instead: the benchmarks).
+    Returns the start-up summary's words for them."""
     import fused_dense
     import fused_loss
     import fused_norm
@@ -648,6 +649,8 @@ def setup_fused_kernels(model, with_norm=True):
         try:
             setup()
         except Exception as e:
+            if strict:
+                raise
             why = f"{fallback}: {str(e).splitlines()[0][:200]}"
             notes.append(why)
             print0(f"warning: {why}")

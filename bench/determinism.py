@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
 from trace_summary import kind_of  # noqa: E402
-from train_deepspeed import use_deterministic_kernels  # noqa: E402
+from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
 
 
 def digest(tensors):
@@ -42,14 +42,8 @@ def main():
     config = GPTConfig(**GPT2_SIZES["gpt2"])
     with torch.device("cuda"):
         model = GPT(config).to(dtype)
-    if args.fused:  # all three, as the trainer's fused_kernels
-        import fused_dense
-        import fused_loss
-        import fused_norm
-        fused_dense.load_extension()
-        fused_loss.enable(config.vocab_size, config.padded_vocab_size)
-        fused_norm.enable()
-        model.set_fused_kernels(True)
+    if args.fused:
+        setup_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # AdamW on fp16 weights without a master copy overflows
     gen = torch.Generator(device="cuda").manual_seed(1)
     line = []

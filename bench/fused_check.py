@@ -141,10 +141,7 @@ def time_model():
         if compiled and model.transformer.h[0]._compiled_call_impl is None:
             for block in model.transformer.h:
                 block.compile()
-        model.set_fused_kernels(fused)
-        model.fused_norm = norm
-        for block in model.transformer.h:
-            block.fused_norm = norm
+        model.set_fused_kernels(fused, norm=norm)
         label = ("fused MLP + cross-entropy + add & LayerNorm" if norm else "fused MLP + cross-entropy" if fused
                  else "plain")
         try:

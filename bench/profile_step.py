@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
-from train_deepspeed import use_deterministic_kernels  # noqa: E402
+from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
 from trace_summary import kind_of, print_idle_gaps  # noqa: E402
 
 
@@ -34,13 +34,7 @@ def main():
     with torch.device("cuda"):
         model = GPT(config).to(torch.bfloat16)
     if args.fused:
-        import fused_dense
-        import fused_loss
-        import fused_norm
-        fused_dense.load_extension()
-        fused_loss.enable(config.vocab_size, config.padded_vocab_size)
-        fused_norm.enable()
-        model.set_fused_kernels(True)
+        setup_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
     if args.compile:
         for block in model.transformer.h:
             block.compile()

@@ -110,7 +110,14 @@ def test_weights_sit_256_byte_aligned_in_deepspeeds_flat_buffer(size):
     assert {names[id(p)].rsplit(".", 1)[0].split(".")[-1] for p in weights} >= {"c_fc", "c_proj"}
 
 
-# The interpreter is chosen when Triton is imported, hence a process of its own.
+def run_interpreted(script):
+    """stdout of `script` run in a process of its own with Triton's interpreter (chosen when Triton is imported)."""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 INTERPRETED_CROSS_ENTROPY = """
 import torch
 import fused_loss as fl
@@ -130,10 +137,8 @@ for dtype in (torch.bfloat16, torch.float16):
 
 
 def test_fused_cross_entropy_kernel_in_the_triton_interpreter():
-    proc = subprocess.run([sys.executable, "-c", INTERPRETED_CROSS_ENTROPY], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for line, dtype, grad_tolerance in zip(proc.stdout.splitlines(), ("bfloat16", "float16"), (2 ** -8, 2 ** -11)):
+    stdout = run_interpreted(INTERPRETED_CROSS_ENTROPY)
+    for line, dtype, grad_tolerance in zip(stdout.splitlines(), ("bfloat16", "float16"), (2 ** -8, 2 ** -11)):
         name, loss_diff, grad_diff, padding, ignored_grad, ignored_loss, same_loss, untouched = line.split()
         assert name == f"torch.{dtype}"
         assert float(loss_diff) <= 1e-5  # fp32 arithmetic from the same 16-bit logits
@@ -181,10 +186,8 @@ for dtype in (torch.bfloat16, torch.float16):
 
 
 def test_fused_add_layer_norm_in_the_triton_interpreter():
-    proc = subprocess.run([sys.executable, "-c", INTERPRETED_ADD_LAYER_NORM], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
+    stdout = run_interpreted(INTERPRETED_ADD_LAYER_NORM)
+    lines = stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["torch.bfloat16"] * 2 + ["torch.float16"] * 2
     for line, bound in zip(lines, (5e-3, 5e-3, 5e-4, 5e-4)):
         # s, y, dx, ddelta, dweight, dbias: error of the kernels / of the plain path against float64, same inputs
@@ -204,9 +207,7 @@ fn._can_fuse = lambda x: x.dtype == torch.float16  # the interpreter runs the ke
 torch.manual_seed(0)
 plain = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=48, block_size=16, vocab_size=100)).to(torch.float16)
 fused = copy.deepcopy(plain)
-for block in fused.transformer.h:
-    block.fused_norm = True
-fused.fused_norm = True
+fused.set_fused_kernels(False, norm=True)
 calls = []
 apply = fn.AddLayerNorm.apply
 fn.AddLayerNorm.apply = lambda *a: calls.append(1) or apply(*a)
@@ -227,10 +228,8 @@ print(len(calls), abs(loss_fused - loss_exact), abs(loss_plain - loss_exact), wo
 def test_model_with_fused_add_layer_norm_in_the_triton_interpreter():
     """The (x, delta) residual stream through the kernels: every add + LayerNorm but block 0's ln_1 goes through
     them (2 per block), and the loss and every gradient are as close to float64's as the plain fp16 model's."""
-    proc = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_WITH_FUSED_NORM], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    calls, loss_fused, loss_plain, worst_grad, n_grads = proc.stdout.split()
+    stdout = run_interpreted(INTERPRETED_MODEL_WITH_FUSED_NORM)
+    calls, loss_fused, loss_plain, worst_grad, n_grads = stdout.split()
     assert int(calls) == 2 * 3 and int(n_grads) == 40
     assert float(loss_fused) <= max(2 * float(loss_plain), 1e-4)  # fp16 loss of ~4.6 against float64
     assert float(worst_grad) <= 1.0, worst_grad
@@ -249,6 +248,8 @@ def test_trainer_turns_on_the_fused_kernels_that_pass_their_checks(monkeypatch, 
     assert note.startswith(reasons[0]) and 0 < note.index(reasons[1]) < note.index(reasons[2]), note
     assert capsys.readouterr().out.count("warning: plain ") == 3
     assert not (model.fused_loss or model.fused_norm or any(b.mlp.fused or b.fused_norm for b in model.transformer.h))
+    with pytest.raises(RuntimeError, match="fused kernels need a CUDA GPU"):  # the benchmarks' set-up
+        T.setup_fused_kernels(model, strict=True)
 
     monkeypatch.setattr(fused_dense, "load_extension", lambda: 0.0)
     monkeypatch.setattr(fused_loss, "enable", lambda vocab, padded: None)
