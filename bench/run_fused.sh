@@ -8,14 +8,9 @@
 # them off and with compile=True, the peer, and the 1- and 2-GPU scaling runs.
 #   bench/run_fused.sh 1 /tmp/out ; bench/run_fused.sh 2 /tmp/out
 set -uo pipefail
-cd "$(dirname "$0")/.."
 phase=$1 out=$2
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
+source "$(dirname "$0")/session_common.sh"
 [[ -f data/shakespeare/train.bin ]] || python3 data/shakespeare/prepare.py || exit 1
-MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
-        --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
-        --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
 if [[ $phase == 1 ]]; then
     timeout 300 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
     echo "fused_check exit $?" >> "$out/fused_check.txt"

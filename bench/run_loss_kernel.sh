@@ -7,13 +7,8 @@
 # from before the kernel, so that both are measured in the same lease.
 #   bench/run_loss_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_loss_kernel.sh 2 /tmp/out
 set -uo pipefail
-cd "$(dirname "$0")/.."
 phase=$1 out=$2
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
-MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
-        --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
-        --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
+source "$(dirname "$0")/session_common.sh"
 if [[ $phase == 1 ]]; then
     (CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
      echo "fused_check exit $?" >> "$out/fused_check.txt") &
@@ -34,8 +29,5 @@ if [[ $phase == 1 ]]; then
     python3 bench/curves.py "$out"/curve-float16-fused-False.log "$out"/curve-float16-fused-True.log \
         --out "$out/loss_curves_fp16.png" >> "$out/loss_curves.txt"
 elif [[ $phase == 2 ]]; then
-    for run in bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base; do
-        dir=$PWD; [[ $run == *base ]] && dir=$BASE
-        (cd "$dir" && timeout 80 python3 bench/bench.py --runs ours-${run%-*}-4 --tag "$run" --out "$out" --timeout 75)
-    done
+    alternate 4 80 bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base
 fi

@@ -12,26 +12,15 @@
 #   BASE=/tmp/base bench/run_norm_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_norm_kernel.sh 2 /tmp/out
 #   bench/run_norm_kernel.sh 3 /tmp/out
 set -uo pipefail
-cd "$(dirname "$0")/.."
 phase=$1 out=$2
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
-MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
-        --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
-        --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
+source "$(dirname "$0")/session_common.sh"
 if [[ $phase == 1 ]]; then
     timeout 330 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
     echo "fused_check exit $?" >> "$out/fused_check.txt"
-    for run in bf16-new bf16-base bf16-new bf16-base; do
-        dir=$PWD; [[ $run == *base ]] && dir=$BASE
-        (cd "$dir" && timeout 100 python3 bench/bench.py --runs ours-${run%-*}-1 --tag "$run" --out "$out" --timeout 95)
-    done
+    alternate 1 100 bf16-new bf16-base bf16-new bf16-base
 elif [[ $phase == 2 ]]; then
     nvidia-smi topo -m > "$out/topology.txt" 2>&1
-    for run in bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base; do
-        dir=$PWD; [[ $run == *base ]] && dir=$BASE
-        (cd "$dir" && timeout 80 python3 bench/bench.py --runs ours-${run%-*}-4 --tag "$run" --out "$out" --timeout 75)
-    done
+    alternate 4 80 bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base
     timeout 110 python3 bench/bench.py --runs peer-bf16-4 --tag peer --out "$out" --timeout 105
     pids=() gpu=0
     for dtype in bfloat16 float16; do
