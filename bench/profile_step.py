@@ -74,7 +74,7 @@ def main():
     print(f"GPU kernel time per step {busy:.1f} ms:")
     for kind, t in totals.most_common():
         print(f"  {kind:40} {t:8.1f} ms  {t / busy:6.1%}")
-    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
     print_idle_gaps([(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
                      if e.device_type == torch.autograd.DeviceType.CUDA], "two steps")
 

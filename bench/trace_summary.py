@@ -21,7 +21,7 @@ KINDS = [(COMMUNICATION, ("nccl",)),
          ("matmul", ("gemm", "nvjet", "sm90", "cutlass", "xmma", "cublas", "splitk")),
          ("optimizer (AdamW)", ("adam",)),
          ("loss head (softmax/exp/logsumexp)", ("logsumexp", "exp_", "softmax", "scatter", "gather")),
-         ("layernorm", ("layer_norm", "layernorm", "add_ln_")),  # add_ln_: fused_norm.py
+         ("layernorm", ("layer_norm", "layernorm", "add_ln_", "sum_partials")),  # the last two: fused_norm.py
          ("gelu", ("gelu",)),
          ("fused by inductor", ("triton",)),
          ("memory copies and fills", ("memcpy", "memset"))]

@@ -182,12 +182,29 @@ for dtype in (torch.bfloat16, torch.float16):
         fused = fn.forward_backward(fn.AddLayerNorm.apply, *args)
         err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
         print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" for f, p, e in zip(fused, plain, exact)))
+# a LayerNorm without bias (GPTConfig(bias=False)): only the weight's partial sums are summed
+grads = []
+for fn_ in (fn.add_layer_norm_reference, fn.AddLayerNorm.apply):
+    w = weight.detach().clone().requires_grad_(True)
+    fn_(x, delta, w, None, 1e-5)[1].backward(dy)
+    grads.append(w.grad.double())
+print("no-bias", err(grads[1], grads[0]))
+# the partial sums' reduction: several blocks of rows and ragged columns, one or several arrays
+parts = torch.randn(2, 70, 45, generator=gen)
+exact = parts.double().sum(1)
+print("partials", ((fn.sum_partials(parts, torch.float32) - exact).abs() / exact.abs()).max().item(),
+      ((fn.sum_partials(parts[1], torch.bfloat16) - exact[1]).abs() / exact[1].abs()).max().item())
 """
 
 
 def test_fused_add_layer_norm_in_the_triton_interpreter():
     stdout = run_interpreted(INTERPRETED_ADD_LAYER_NORM)
     lines = stdout.splitlines()
+    no_bias, partials = lines.pop(-2).split(), lines.pop(-1).split()
+    assert no_bias[0] == "no-bias" and float(no_bias[1]) < 1e-2, no_bias  # fp16 weight gradient, rounded once
+    # relative errors against float64: fp32 sums, and the same rounded once to bf16 (within one unit, 2 ** -7: the
+    # interpreter rounds toward zero where a GPU rounds to nearest)
+    assert partials[0] == "partials" and float(partials[1]) < 1e-5 and float(partials[2]) <= 2 ** -7, partials
     assert [line.split()[0] for line in lines] == ["torch.bfloat16"] * 2 + ["torch.float16"] * 2
     for line, bound in zip(lines, (5e-3, 5e-3, 5e-4, 5e-4)):
         # s, y, dx, ddelta, dweight, dbias: error of the kernels / of the plain path against float64, same inputs
