@@ -140,7 +140,8 @@ def _rows(t):
 
 
 class FusedMLP(torch.autograd.Function):
-    """proj(gelu_tanh(fc(x))) for GPT-2's MLP (both linears with biases)."""
+    """proj(gelu_tanh(fc(x))) for GPT-2's MLP (fc with its bias; proj_bias may be None, where the model adds it
+    later)."""
 
     @staticmethod
     def forward(ctx, x, fc_weight, fc_bias, proj_weight, proj_bias):
@@ -154,7 +155,8 @@ class FusedMLP(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2, fc_weight, proj_weight, pre_gelu, hidden = ctx.saved_tensors
         g = _rows(grad_out)
-        grad_proj_weight, grad_proj_bias = g.t() @ hidden, g.sum(0)
+        grad_proj_weight = g.t() @ hidden
+        grad_proj_bias = g.sum(0) if ctx.needs_input_grad[4] else None
         grad_pre = linear_dgelu(g, proj_weight, pre_gelu)
         grad_fc_weight, grad_fc_bias = grad_pre.t() @ x2, grad_pre.sum(0)
         grad_x = (grad_pre @ fc_weight).view(*grad_out.shape[:-1], x2.size(-1))

@@ -12,9 +12,13 @@ over its rows; one small kernel then finishes both sums (2.7 -> 0.5 ms per micro
 and casts, one H200). Measured on one H100 at XL width (16,384 rows): forward 0.112 -> 0.074 ms, backward 0.196
 -> 0.120 ms; the model alone 329.5 -> 320.2 ms per micro-step.
 
+The projection that makes delta may leave its bias to the kernel (delta_bias: s = x + delta + delta_bias), which then
+also sums that bias's gradient from the rows of the sum's gradient it has anyway; the model does so wherever the
+kernels run, which removes two bias-gradient reductions per layer (bench/NOTES.md: -1.0% per micro-step).
+
 The arithmetic is the plain path's: the sum is rounded to the 16-bit dtype before it is normalised, statistics
-and gradients in fp32. `add_layer_norm_reference` is that plain path (any device and dtype, no Triton); the CPU tests run
-the kernels in Triton's interpreter against it.
+and gradients in fp32. `add_layer_norm_reference` is that plain path (any device and dtype, no Triton); the CPU
+tests run the kernels in Triton's interpreter against it.
 """
 import torch
 import torch.nn.functional as F
@@ -35,20 +39,23 @@ PARTIALS_BLOCK_P, PARTIALS_BLOCK_N = 32, 32  # sum_partials: rows and columns a 
 _ready = False  # set by enable() once the kernels have compiled and passed their check on this GPU
 
 
-def add_layer_norm_reference(x, delta, weight, bias, eps):
-    s = x + delta
+def add_layer_norm_reference(x, delta, delta_bias, weight, bias, eps):
+    s = x + delta if delta_bias is None else x + delta + delta_bias
     return s, F.layer_norm(s, (s.size(-1),), weight, bias, eps)
 
 
 if triton is not None:
     @triton.jit
-    def add_ln_fwd_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, s_ptr, y_ptr, mean_ptr, rstd_ptr, eps,
-                          N: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr):
+    def add_ln_fwd_kernel(x_ptr, delta_ptr, delta_bias_ptr, w_ptr, b_ptr, s_ptr, y_ptr, mean_ptr, rstd_ptr, eps,
+                          N: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr,
+                          HAS_DELTA_BIAS: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < N
         x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
         delta = tl.load(delta_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DELTA_BIAS:
+            delta += tl.load(delta_bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         s16 = (x + delta).to(s_ptr.dtype.element_ty)
         tl.store(s_ptr + row * N + cols, s16, mask=mask)
         s = s16.to(tl.float32)  # normalise the rounded sum, as the plain path does
@@ -63,14 +70,16 @@ if triton is not None:
         tl.store(rstd_ptr + row, rstd)
 
     @triton.jit
-    def add_ln_bwd_kernel(s_ptr, dy_ptr, ds_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, M,
-                          N: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, HAS_DS: tl.constexpr):
+    def add_ln_bwd_kernel(s_ptr, dy_ptr, ds_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, ddelta_bias_ptr,
+                          M, N: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, HAS_DS: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < N
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         dw = tl.zeros((BLOCK,), tl.float32)
         db = tl.zeros((BLOCK,), tl.float32)
+        ddelta_bias = tl.zeros((BLOCK,), tl.float32)
         for i in range(ROWS):
             row = (pid * ROWS + i).to(tl.int64)
             m = mask & (row + tl.zeros((BLOCK,), tl.int64) < M)  # a block, not a scalar: Triton 3.9's interpreter
@@ -89,8 +98,12 @@ if triton is not None:
             tl.store(dx_ptr + row * N + cols, dx.to(dx_ptr.dtype.element_ty), mask=m)
             dw += dy * xhat
             db += dy
+            ddelta_bias += dx  # the gradient of every row of delta, so of a bias added to each
         tl.store(dw_ptr + pid * N + cols, dw, mask=mask)
-        tl.store(db_ptr + pid * N + cols, db, mask=mask)
+        if HAS_BIAS:
+            tl.store(db_ptr + pid * N + cols, db, mask=mask)
+        if HAS_DELTA_BIAS:
+            tl.store(ddelta_bias_ptr + pid * N + cols, ddelta_bias, mask=mask)
 
     @triton.jit
     def sum_partials_kernel(parts_ptr, out_ptr, P, N, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -116,19 +129,21 @@ def sum_partials(parts, dtype):
 
 
 class AddLayerNorm(torch.autograd.Function):
-    """(x + delta, LayerNorm(x + delta)) for 2-D 16-bit x and delta on a GPU, through the kernels above."""
+    """(s, LayerNorm(s)) with s = x + delta (+ delta_bias, a vector added to every row) for 2-D 16-bit x and delta
+    on a GPU, through the kernels above."""
 
     @staticmethod
-    def forward(ctx, x, delta, weight, bias, eps):
+    def forward(ctx, x, delta, delta_bias, weight, bias, eps):
         M, N = x.shape
         s, y = torch.empty_like(x), torch.empty_like(x)
         mean = torch.empty(M, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
-        add_ln_fwd_kernel[(M,)](x, delta, weight, bias if bias is not None else weight, s, y, mean, rstd, eps,
-                                N=N, BLOCK=triton.next_power_of_2(N), HAS_BIAS=bias is not None,
-                                num_warps=FORWARD_WARPS)
+        add_ln_fwd_kernel[(M,)](x, delta, delta_bias if delta_bias is not None else weight, weight,
+                                bias if bias is not None else weight, s, y, mean, rstd, eps, N=N,
+                                BLOCK=triton.next_power_of_2(N), HAS_BIAS=bias is not None,
+                                HAS_DELTA_BIAS=delta_bias is not None, num_warps=FORWARD_WARPS)
         ctx.save_for_backward(s, weight, mean, rstd)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.has_delta_bias = bias is not None, delta_bias is not None
         ctx.set_materialize_grads(False)  # ln_f's sum is used by nothing else: no zeros to read in backward
         return s, y
 
@@ -138,48 +153,62 @@ class AddLayerNorm(torch.autograd.Function):
         M, N = s.shape
         programs = triton.cdiv(M, ROWS_PER_PROGRAM)
         dx = torch.empty_like(s)
-        parts = torch.empty(2, programs, N, device=s.device, dtype=torch.float32)  # weight's, bias's
-        dw, db = parts[0], parts[1]
+        names = ["weight"] + ["bias"] * ctx.has_bias + ["delta_bias"] * ctx.has_delta_bias
+        parts = torch.empty(len(names), programs, N, device=s.device, dtype=torch.float32)
+        rows = dict(zip(names, parts))  # each gradient's partial sums, one row per program
         dy = dy.contiguous() if dy is not None else torch.zeros_like(s)
         add_ln_bwd_kernel[(programs,)](s, dy, ds.contiguous() if ds is not None else s, weight, mean, rstd, dx,
-                                       dw, db, M, N=N, ROWS=ROWS_PER_PROGRAM, BLOCK=triton.next_power_of_2(N),
-                                       HAS_DS=ds is not None, num_warps=BACKWARD_WARPS)
-        sums = sum_partials(parts if ctx.has_bias else parts[:1], weight.dtype)
-        return dx, dx, sums[0], sums[1] if ctx.has_bias else None, None
+                                       rows["weight"], rows.get("bias", parts[0]), rows.get("delta_bias", parts[0]),
+                                       M, N=N, ROWS=ROWS_PER_PROGRAM, BLOCK=triton.next_power_of_2(N),
+                                       HAS_DS=ds is not None, HAS_BIAS=ctx.has_bias,
+                                       HAS_DELTA_BIAS=ctx.has_delta_bias, num_warps=BACKWARD_WARPS)
+        sums = dict(zip(names, sum_partials(parts, weight.dtype)))
+        return dx, dx, sums.get("delta_bias"), sums["weight"], sums.get("bias"), None
 
 
-def add_layer_norm(x, delta, norm, fused):
-    """(x + delta, norm(x + delta)) for a LayerNorm module `norm`, delta None meaning 0; through the kernels where
-    they can run, else plain PyTorch."""
+def uses_kernels(fused, x):
+    """Whether add_layer_norm(..., fused) runs the kernels for x: then the linear that makes delta may leave its
+    bias to them (delta_bias), which saves that bias gradient's own reduction over every row."""
+    return fused and _ready and _can_fuse(x)
+
+
+def add_layer_norm(x, delta, norm, fused, delta_bias=None):
+    """(s, norm(s)) with s = x + delta + delta_bias for a LayerNorm module `norm`; delta None means 0 (and then
+    delta_bias must be None), delta_bias None means no bias. Through the kernels where they can run, else plain
+    PyTorch."""
     if delta is None:
         return x, norm(x)
-    if fused and _ready and _can_fuse(x):
+    if uses_kernels(fused, x):
         shape = x.shape
         s, y = AddLayerNorm.apply(x.reshape(-1, shape[-1]).contiguous(), delta.reshape(-1, shape[-1]).contiguous(),
-                                  norm.weight, norm.bias, norm.eps)
+                                  delta_bias, norm.weight, norm.bias, norm.eps)
         return s.view(shape), y.view(shape)
-    return add_layer_norm_reference(x, delta, norm.weight, norm.bias, norm.eps)
+    return add_layer_norm_reference(x, delta, delta_bias, norm.weight, norm.bias, norm.eps)
 
 
 def _can_fuse(x):
     return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
 
-def forward_backward(fn, x, delta, weight, bias, ds, dy, eps=1e-5):
-    """(s, y, and the gradients of x, delta, weight, bias) of fn(x, delta, weight, bias, eps) for incoming
-    gradients ds (None: s is used by nothing else) and dy."""
-    x, delta, weight, bias = (t.detach().clone().requires_grad_(True) for t in (x, delta, weight, bias))
-    s, y = fn(x, delta, weight, bias, eps)
+GRADIENT_NAMES = ("s", "y", "dx", "ddelta", "ddelta_bias", "dweight", "dbias")  # what forward_backward returns
+
+
+def forward_backward(fn, x, delta, delta_bias, weight, bias, ds, dy, eps=1e-5):
+    """(s, y, and the gradients of x, delta, delta_bias, weight, bias; None for an input that is None) of
+    fn(x, delta, delta_bias, weight, bias, eps) for incoming gradients ds (None: s is used by nothing else) and dy."""
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None
+              for t in (x, delta, delta_bias, weight, bias)]
+    s, y = fn(*leaves, eps)
     if ds is None:
         y.backward(dy)
     else:
         torch.autograd.backward((s, y), (ds, dy))
-    return s, y, x.grad, delta.grad, weight.grad, bias.grad
+    return (s, y) + tuple(t.grad if t is not None else None for t in leaves)
 
 
 def self_test(device="cuda", n=1600, rows=100):
-    """Forward and backward against the plain path in both 16-bit types, with and without a residual gradient;
-    raises on a mismatch."""
+    """Forward and backward against the plain path in both 16-bit types, with and without a residual gradient and
+    a bias added to delta; raises on a mismatch."""
     gen = torch.Generator(device=device).manual_seed(0)
     for dtype in (torch.bfloat16, torch.float16):
         def randn(*shape, scale=1.0):
@@ -188,11 +217,11 @@ def self_test(device="cuda", n=1600, rows=100):
         x, delta = randn(rows, n), randn(rows, n, scale=0.5)
         weight, bias = randn(n, scale=0.2) + 1, randn(n, scale=0.1)
         dy = randn(rows, n, scale=0.1)
-        for ds in (randn(rows, n, scale=0.1), None):
-            want = forward_backward(add_layer_norm_reference, x, delta, weight, bias, ds, dy)
-            got = forward_backward(AddLayerNorm.apply, x, delta, weight, bias, ds, dy)
-            for name, g, ref in zip(("s", "y", "dx", "ddelta", "dweight", "dbias"), got, want):
-                err = relative_error(g, ref)
+        for ds, delta_bias in ((randn(rows, n, scale=0.1), randn(n, scale=0.1)), (None, None)):
+            want = forward_backward(add_layer_norm_reference, x, delta, delta_bias, weight, bias, ds, dy)
+            got = forward_backward(AddLayerNorm.apply, x, delta, delta_bias, weight, bias, ds, dy)
+            for name, g, ref in zip(GRADIENT_NAMES, got, want):
+                err = relative_error(g, ref) if ref is not None else 0.0
                 if not err < 2e-2:
                     raise RuntimeError(f"the fused add + LayerNorm's check failed ({dtype}, {name}: error {err:.1e})")
 

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fused_dense import FusedMLP
 from fused_loss import softmax_xent
-from fused_norm import add_layer_norm
+from fused_norm import add_layer_norm, uses_kernels
 
 # -----------------------------------------------------------------------------
 # blocks
@@ -34,7 +34,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, kv_cache=None, layer=0):
+    def forward(self, x, kv_cache=None, layer=0, with_bias=True):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -44,7 +44,10 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        # without its bias only where the fused LayerNorm adds it (never under ZeRO-3, which gathers a weight only
+        # inside its own module's forward)
+        y = self.c_proj(y) if with_bias else F.linear(y, self.c_proj.weight)
+        return self.resid_dropout(y)
 
 
 class MLP(nn.Module):
@@ -56,11 +59,13 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.fused = False  # GELU inside the matmuls' epilogues (GPT.set_fused_kernels)
 
-    def forward(self, x):
+    def forward(self, x, with_bias=True):
+        """with_bias False: c_proj without its bias, which the fused LayerNorm after it adds."""
         if self.fused:
             return self.dropout(FusedMLP.apply(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight,
-                                               self.c_proj.bias))
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+                                               self.c_proj.bias if with_bias else None))
+        h = F.gelu(self.c_fc(x), approximate="tanh")
+        return self.dropout(self.c_proj(h) if with_bias else F.linear(h, self.c_proj.weight))
 
 
 class Block(nn.Module):
@@ -73,12 +78,16 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.fused_norm = False  # residual adds inside the LayerNorms' kernels (GPT.set_fused_kernels)
 
-    def forward(self, x, delta, kv_cache=None, layer=0):
-        """The residual stream arrives and leaves as a pair (x, delta) whose sum is formed inside the next
-        LayerNorm (fused_norm.py: one kernel for the add and the norm); delta None means 0."""
-        x, h = add_layer_norm(x, delta, self.ln_1, self.fused_norm)
-        x, h = add_layer_norm(x, self.attn(h, kv_cache, layer), self.ln_2, self.fused_norm)
-        return x, self.mlp(h)
+    def forward(self, x, delta, delta_bias=None, kv_cache=None, layer=0):
+        """The residual stream arrives and leaves as (x, delta, delta_bias) whose sum is formed inside the next
+        LayerNorm (fused_norm.py: one kernel for the add and the norm); delta None means 0, delta_bias None no
+        bias. Where the kernels run, the projections into the stream leave their biases to them (delta_bias), which
+        then also sum those biases' gradients; not under dropout, which the bias would then escape."""
+        to_norm = uses_kernels(self.fused_norm, x) and (self.attn.resid_dropout.p == 0 or not self.training)
+        x, h = add_layer_norm(x, delta, self.ln_1, self.fused_norm, delta_bias)
+        attn_out = self.attn(h, kv_cache, layer, with_bias=not to_norm)
+        x, h = add_layer_norm(x, attn_out, self.ln_2, self.fused_norm, self.attn.c_proj.bias if to_norm else None)
+        return x, self.mlp(h, with_bias=not to_norm), self.mlp.c_proj.bias if to_norm else None
 
 
 class KVCache:
@@ -198,18 +207,18 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        delta = None
+        delta = delta_bias = None
         n_ckpt = len(self.transformer.h) if self.gradient_checkpointing < 0 else self.gradient_checkpointing
         for i, block in enumerate(self.transformer.h):
             if self.training and i < n_ckpt and torch.is_grad_enabled():
                 if delta is not None:  # a recomputed block keeps one tensor alive, not two
-                    x, delta = x + delta, None
-                x, delta = checkpoint(block, x, delta, use_reentrant=False)
+                    x = x + delta if delta_bias is None else x + delta + delta_bias
+                x, delta, delta_bias = checkpoint(block, x, None, use_reentrant=False)
             else:
-                x, delta = block(x, delta, kv_cache, i)
+                x, delta, delta_bias = block(x, delta, delta_bias, kv_cache, i)
         if kv_cache is not None:
             kv_cache.length += T
-        _, x = add_layer_norm(x, delta, self.transformer.ln_f, self.fused_norm)
+        _, x = add_layer_norm(x, delta, self.transformer.ln_f, self.fused_norm, delta_bias)
         if targets is None:
             if last_only:
                 x = x[:, -1:, :]

@@ -185,12 +185,14 @@ def check_norm(rows=16 * 1024, n=1600):
     torch.manual_seed(0)
     worst = 0.0
     for dtype in (torch.bfloat16, torch.float16):
-        x, delta, weight, bias, ds, dy = [(torch.randn(*shape, device="cuda") * scale).to(dtype) for shape, scale in
-                                          (((rows, n), 1.0), ((rows, n), 0.5), ((n,), 0.2), ((n,), 0.1),
-                                           ((rows, n), 0.1), ((rows, n), 0.1))]
+        x, delta, delta_bias, weight, bias, ds, dy = [
+            (torch.randn(*shape, device="cuda") * scale).to(dtype) for shape, scale in
+            (((rows, n), 1.0), ((rows, n), 0.5), ((n,), 0.1), ((n,), 0.2), ((n,), 0.1), ((rows, n), 0.1),
+             ((rows, n), 0.1))]
         weight += 1
+        # as in a block (the projection's bias added here) and as ln_f (no residual gradient)
         for residual_grad in (ds, None):
-            args = (x, delta, weight, bias, residual_grad, dy)
+            args = (x, delta, delta_bias, weight, bias, residual_grad, dy)
             exact = fn.forward_backward(fn.add_layer_norm_reference,
                                         *(t.double() if t is not None else None for t in args))
             plain = fn.forward_backward(fn.add_layer_norm_reference, *args)
@@ -201,18 +203,18 @@ def check_norm(rows=16 * 1024, n=1600):
             print(f"{dtype} add + LayerNorm {rows} x {n}, {'with' if residual_grad is not None else 'without'} a "
                   "residual gradient, error fused/plain vs float64: " + " ".join(
                       f"{name} {fd.relative_error(f, e):.1e}/{fd.relative_error(p, e):.1e}"
-                      for name, f, p, e in zip("s y dx ddelta dweight dbias".split(), fused, plain, exact)))
+                      for name, f, p, e in zip(fn.GRADIENT_NAMES, fused, plain, exact)))
         # GPU time of the kernels alone (many calls queued; autograd's host work would hide it)
         s_ref = x + delta
         _, mean, rstd = torch.ops.aten.native_layer_norm(s_ref, [n], weight, bias, 1e-5)
 
-        def plain_forward():
+        def plain_forward():  # the bias inside the projection's matmul, as the plain model has it
             F.layer_norm(x + delta, (n,), weight, bias, 1e-5)
 
-        def plain_backward():
+        def plain_backward():  # and the projection's bias gradient reduced from the sum's gradient
             dx, _, _ = torch.ops.aten.native_layer_norm_backward(dy, s_ref, [n], mean, rstd, weight, bias,
                                                                   [True, True, True])
-            dx + ds
+            (dx + ds).sum(0)
 
         with torch.no_grad():
             times = {"plain": (time_ms(plain_forward, reps=200), time_ms(plain_backward, reps=200))}
@@ -222,9 +224,9 @@ def check_norm(rows=16 * 1024, n=1600):
                 ctx = type("Ctx", (), {})()
                 ctx.set_materialize_grads = lambda _: None
                 ctx.save_for_backward = lambda *t: setattr(ctx, "saved_tensors", t)
-                fn.AddLayerNorm.forward(ctx, x, delta, weight, bias, 1e-5)
+                fn.AddLayerNorm.forward(ctx, x, delta, delta_bias, weight, bias, 1e-5)
                 times[f"fused, warps {fwd_warps} / {bwd_warps}, backward {rows_per_program} rows per program"] = (
-                    time_ms(lambda: fn.AddLayerNorm.forward(ctx, x, delta, weight, bias, 1e-5), reps=200),
+                    time_ms(lambda: fn.AddLayerNorm.forward(ctx, x, delta, delta_bias, weight, bias, 1e-5), reps=200),
                     time_ms(lambda: fn.AddLayerNorm.backward(ctx, ds, dy), reps=200))
         for name, (forward, backward) in times.items():
             print(f"  {name}: forward {forward:.3f} ms, backward {backward:.3f} ms", flush=True)

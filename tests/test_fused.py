@@ -62,6 +62,42 @@ def test_fused_mlp_function_against_autograd():
     assert out.shape == (2, 5, 16) and torch.allclose(out, want, atol=1e-12)
 
 
+@pytest.mark.parametrize("dropout,training,checkpointing", [(0.0, True, 0), (0.0, True, -1), (0.1, True, 0),
+                                                           (0.1, False, 0)])
+def test_projection_biases_go_to_the_next_norm_except_under_dropout(monkeypatch, dropout, training, checkpointing):
+    """Where the add + LayerNorm kernels run (here pretended: the plain add + LayerNorm adds delta_bias itself), each
+    c_proj leaves its bias to the next add + LayerNorm, except in training with dropout, which the bias would
+    escape. The loss and every gradient (the biases' included) are those of the model that keeps its biases."""
+    import model as model_module
+    with_delta_bias = []
+    real = model_module.add_layer_norm
+
+    def recording(x, delta, norm, fused, delta_bias=None):
+        with_delta_bias.append(delta_bias is not None)
+        return real(x, delta, norm, fused, delta_bias)
+
+    monkeypatch.setattr(model_module, "add_layer_norm", recording)
+    monkeypatch.setattr(model_module, "uses_kernels", lambda fused, x: fused)
+    plain = tiny(dropout=dropout).train(training)
+    routed = copy.deepcopy(plain)
+    routed.set_fused_kernels(False, norm=True)
+    for model in (plain, routed):
+        model.gradient_checkpointing = checkpointing
+    idx = torch.randint(0, 100, (3, 16), generator=torch.Generator().manual_seed(1))
+    loss_plain, grads_plain = grads(plain, idx)
+    with_delta_bias.clear()
+    loss_routed, grads_routed = grads(routed, idx)
+    # 2 blocks: block 0's ln_2, block 1's ln_1 and ln_2, ln_f take a bias (block 0's ln_1 has no delta); a block
+    # recomputed in backward calls its two again, and block 1's input is summed before it (its ln_1 has no delta)
+    routing = dropout == 0 or not training
+    want = {0: [False, True, True, True, True], -1: [False, True, False, True, True, False, True, False, True]}
+    assert with_delta_bias == [b and routing for b in want[checkpointing]]
+    assert abs(loss_routed - loss_plain) <= 1e-6
+    assert grads_routed.keys() == grads_plain.keys() and len(grads_routed) == 28
+    for name, g in grads_plain.items():
+        assert (grads_routed[name] - g).abs().max().item() <= 1e-6 * max(1.0, g.abs().max().item()), name
+
+
 def test_no_bias_model_keeps_plain_mlp():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100, bias=False))
@@ -110,9 +146,10 @@ def test_weights_sit_256_byte_aligned_in_deepspeeds_flat_buffer(size):
     assert {names[id(p)].rsplit(".", 1)[0].split(".")[-1] for p in weights} >= {"c_fc", "c_proj"}
 
 
-def run_interpreted(script):
-    """stdout of `script` run in a process of its own with Triton's interpreter (chosen when Triton is imported)."""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+def run_interpreted(script, *args):
+    """stdout of `script` (given `args` as sys.argv[1:]) run in a process of its own with Triton's interpreter (chosen
+    when Triton is imported)."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -170,30 +207,32 @@ import torch
 import fused_norm as fn
 fn.self_test(device="cpu", n=100, rows=70)  # 3 backward programs, the last ragged; a width that is no power of 2
 gen = torch.Generator().manual_seed(2)
+err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
 for dtype in (torch.bfloat16, torch.float16):
     def randn(*shape, scale=1.0):
         return (torch.randn(shape, generator=gen) * scale).to(dtype)
     x, delta, weight, bias = randn(70, 100), randn(70, 100, scale=0.5), randn(100, scale=0.2) + 1, randn(100, scale=0.1)
-    dy = randn(70, 100, scale=0.1)
-    for ds in (randn(70, 100, scale=0.1), None):
-        args = (x, delta, weight, bias, ds, dy)
+    dy, ds, delta_bias = randn(70, 100, scale=0.1), randn(70, 100, scale=0.1), randn(100, scale=0.1)
+    # inside a block (a residual gradient, a bias left to the kernel); ln_f (no residual gradient); no delta bias
+    for residual_grad, db in ((ds, delta_bias), (None, delta_bias), (ds, None)):
+        args = (x, delta, db, weight, bias, residual_grad, dy)
         exact = fn.forward_backward(fn.add_layer_norm_reference, *(t.double() if t is not None else None for t in args))
         plain = fn.forward_backward(fn.add_layer_norm_reference, *args)
         fused = fn.forward_backward(fn.AddLayerNorm.apply, *args)
-        err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
-        print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" for f, p, e in zip(fused, plain, exact)))
+        print(dtype, *(f"{err(f, e):.3e}/{err(p, e):.3e}" if e is not None else "-"
+                       for f, p, e in zip(fused, plain, exact)))
 # a LayerNorm without bias (GPTConfig(bias=False)): only the weight's partial sums are summed
 grads = []
 for fn_ in (fn.add_layer_norm_reference, fn.AddLayerNorm.apply):
     w = weight.detach().clone().requires_grad_(True)
-    fn_(x, delta, w, None, 1e-5)[1].backward(dy)
+    fn_(x, delta, None, w, None, 1e-5)[1].backward(dy)
     grads.append(w.grad.double())
 print("no-bias", err(grads[1], grads[0]))
 # the partial sums' reduction: several blocks of rows and ragged columns, one or several arrays
 parts = torch.randn(2, 70, 45, generator=gen)
 exact = parts.double().sum(1)
-print("partials", ((fn.sum_partials(parts, torch.float32) - exact).abs() / exact.abs()).max().item(),
-      ((fn.sum_partials(parts[1], torch.bfloat16) - exact[1]).abs() / exact[1].abs()).max().item())
+print("partials", err(fn.sum_partials(parts, torch.float32), exact),
+      err(fn.sum_partials(parts[1], torch.bfloat16), exact[1]))
 """
 
 
@@ -202,21 +241,23 @@ def test_fused_add_layer_norm_in_the_triton_interpreter():
     lines = stdout.splitlines()
     no_bias, partials = lines.pop(-2).split(), lines.pop(-1).split()
     assert no_bias[0] == "no-bias" and float(no_bias[1]) < 1e-2, no_bias  # fp16 weight gradient, rounded once
-    # relative errors against float64: fp32 sums, and the same rounded once to bf16 (within one unit, 2 ** -7: the
-    # interpreter rounds toward zero where a GPU rounds to nearest)
-    assert partials[0] == "partials" and float(partials[1]) < 1e-5 and float(partials[2]) <= 2 ** -7, partials
-    assert [line.split()[0] for line in lines] == ["torch.bfloat16"] * 2 + ["torch.float16"] * 2
-    for line, bound in zip(lines, (5e-3, 5e-3, 5e-4, 5e-4)):
-        # s, y, dx, ddelta, dweight, dbias: error of the kernels / of the plain path against float64, same inputs
+    # errors against float64: fp32 sums, and the same rounded once to bf16 (within one unit, 2 ** -7: the interpreter
+    # rounds toward zero where a GPU rounds to nearest)
+    assert partials[0] == "partials" and float(partials[1]) < 1e-6 and float(partials[2]) <= 2 ** -7, partials
+    assert [line.split()[0] for line in lines] == ["torch.bfloat16"] * 3 + ["torch.float16"] * 3
+    for line, bound, has_delta_bias in zip(lines, (5e-3,) * 3 + (5e-4,) * 3, (True, True, False) * 2):
+        # s, y, dx, ddelta, ddelta_bias, dweight, dbias: error of the kernels / of the plain path against float64,
+        # same inputs ("-": no delta bias)
         pairs = line.split()[1:]
-        assert len(pairs) == 6
+        assert len(pairs) == 7 and (pairs[4] != "-") == has_delta_bias, line
         for pair in pairs:
-            fused, plain = map(float, pair.split("/"))
-            assert fused <= max(2 * plain, bound), line
+            if pair != "-":
+                fused, plain = map(float, pair.split("/"))
+                assert fused <= max(2 * plain, bound), line
 
 
 INTERPRETED_MODEL_WITH_FUSED_NORM = """
-import copy, torch
+import copy, sys, torch
 import fused_norm as fn
 from model import GPT, GPTConfig
 fn._ready = True
@@ -224,10 +265,11 @@ fn._can_fuse = lambda x: x.dtype == torch.float16  # the interpreter runs the ke
 torch.manual_seed(0)
 plain = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=48, block_size=16, vocab_size=100)).to(torch.float16)
 fused = copy.deepcopy(plain)
-fused.set_fused_kernels(False, norm=True)
+fused.set_fused_kernels(sys.argv[1] == "mlp", loss=False, norm=True)  # the MLP's ops run their plain versions here
+fused.gradient_checkpointing = int(sys.argv[2])
 calls = []
 apply = fn.AddLayerNorm.apply
-fn.AddLayerNorm.apply = lambda *a: calls.append(1) or apply(*a)
+fn.AddLayerNorm.apply = lambda *a: calls.append(a[2] is not None) or apply(*a)
 idx = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1))
 results = []
 for model in (copy.deepcopy(plain).double(), plain, fused):
@@ -238,16 +280,20 @@ for model in (copy.deepcopy(plain).double(), plain, fused):
 err = lambda got, want: ((got - want).norm() / want.norm()).item()
 # each gradient's error against float64: the kernels' over the plain path's (or over 0.01 where that is tiny)
 worst = max(err(grads_fused[n], g) / max(err(grads_plain[n], g), 0.01) for n, g in exact.items())
-print(len(calls), abs(loss_fused - loss_exact), abs(loss_plain - loss_exact), worst, len(exact))
+print(len(calls), sum(calls), abs(loss_fused - loss_exact), abs(loss_plain - loss_exact), worst, len(exact))
 """
 
 
-def test_model_with_fused_add_layer_norm_in_the_triton_interpreter():
-    """The (x, delta) residual stream through the kernels: every add + LayerNorm but block 0's ln_1 goes through
-    them (2 per block), and the loss and every gradient are as close to float64's as the plain fp16 model's."""
-    stdout = run_interpreted(INTERPRETED_MODEL_WITH_FUSED_NORM)
-    calls, loss_fused, loss_plain, worst_grad, n_grads = stdout.split()
-    assert int(calls) == 2 * 3 and int(n_grads) == 40
+@pytest.mark.parametrize("mlp, checkpointed, kernel_calls", [("plain", 0, 6), ("mlp", 0, 6), ("plain", 2, 7)])
+def test_model_with_fused_add_layer_norm_in_the_triton_interpreter(mlp, checkpointed, kernel_calls):
+    """The (x, delta, delta_bias) residual stream through the kernels: every add + LayerNorm but block 0's ln_1 goes
+    through them (2 per block and ln_f), each adding the bias that the projection before it left out, and the loss
+    and every gradient (the projections' biases' included) are as close to float64's as the plain fp16 model's.
+    With the fused MLP's autograd function; with the first two blocks recomputed in backward (block 1's input is
+    summed before it, so its ln_1 is plain; blocks 0 and 1 run again in backward: 5 + 2 calls)."""
+    stdout = run_interpreted(INTERPRETED_MODEL_WITH_FUSED_NORM, mlp, str(checkpointed))
+    calls, with_delta_bias, loss_fused, loss_plain, worst_grad, n_grads = stdout.split()
+    assert int(calls) == int(with_delta_bias) == kernel_calls and int(n_grads) == 40
     assert float(loss_fused) <= max(2 * float(loss_plain), 1e-4)  # fp16 loss of ~4.6 against float64
     assert float(worst_grad) <= 1.0, worst_grad
 
