@@ -1,0 +1,56 @@
+"""
+Registers per thread of fused_norm.py's add + LayerNorm backward kernel at GPT-2 XL width, compiled ahead of time
+for an H100/H200 (sm_90) without a GPU, and what they mean for occupancy: programs per SM and waves of the XL
+backward's grid (16,384 rows). The pointers get the 16-byte alignment hint the JIT gives real tensors, without
+which Triton would not vectorise the loads. Uses Triton's bundled cuobjdump.
+
+    python bench/kernel_registers.py            (Triton as installed; the GPU machine has 3.6)
+"""
+import os
+import re
+import subprocess
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fused_norm as fn  # noqa: E402
+
+SMS, REGISTERS_PER_SM, ROWS = 132, 65536, 16 * 1024  # H100 SXM / H200; one XL micro-batch
+
+
+def registers(kernel, signature, constexprs, warps):
+    pointers = [i for i, kind in enumerate(signature.values()) if kind.startswith("*")]
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
+                                       attrs={(i,): [["tt.divisibility", 16]] for i in pointers})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    path = "/tmp/kernel_registers.cubin"
+    with open(path, "wb") as f:
+        f.write(compiled.asm["cubin"])
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"REG:(\d+)", usage)[1])
+
+
+def main():
+    signature = {name: "*bf16" for name in ("s_ptr", "dy_ptr", "ds_ptr", "w_ptr")}
+    signature.update({"mean_ptr": "*fp32", "rstd_ptr": "*fp32", "dx_ptr": "*bf16", "dw_ptr": "*fp32",
+                      "db_ptr": "*fp32", "ddelta_bias_ptr": "*fp32", "M": "i32"})
+    signature.update({name: "constexpr" for name in ("N", "ROWS", "BLOCK", "HAS_DS", "HAS_BIAS", "HAS_DELTA_BIAS")})
+    print(f"Triton {triton.__version__}, sm_90, add_ln_bwd_kernel at width 1600, {ROWS} rows, "
+          f"{fn.ROWS_PER_PROGRAM} rows per program")
+    programs = triton.cdiv(ROWS, fn.ROWS_PER_PROGRAM)
+    for warps in (4, 8, 16):
+        for delta_bias in (False, True):
+            regs = registers(fn.add_ln_bwd_kernel, signature,
+                             dict(N=1600, ROWS=fn.ROWS_PER_PROGRAM, BLOCK=2048, HAS_DS=True, HAS_BIAS=True,
+                                  HAS_DELTA_BIAS=delta_bias), warps)
+            allocated = -(-regs // 8) * 8 * 32 * warps  # registers are allocated per warp, 8 per thread at a time
+            per_sm = min(REGISTERS_PER_SM // allocated, 64 // warps)  # at most 64 warps resident
+            print(f"  {warps:2d} warps, delta bias {str(delta_bias):5}: {regs:3d} registers, {per_sm} programs per "
+                  f"SM, {programs} programs = {programs / (per_sm * SMS):.2f} waves")
+
+
+if __name__ == "__main__":
+    main()
