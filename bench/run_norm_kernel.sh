@@ -22,17 +22,7 @@ elif [[ $phase == 2 ]]; then
     nvidia-smi topo -m > "$out/topology.txt" 2>&1
     alternate 4 80 bf16-new bf16-base bf16-new bf16-base fp16-new fp16-base
     timeout 110 python3 bench/bench.py --runs peer-bf16-4 --tag peer --out "$out" --timeout 105
-    pids=() gpu=0
-    for dtype in bfloat16 float16; do
-        for tree in base new; do
-            dir=$PWD; [[ $tree == base ]] && dir=$BASE
-            (cd "$dir" && timeout 150 python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
-                --master_port=$((29600 + gpu)) train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
-                --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &
-            pids+=($!) gpu=$((gpu + 1))
-        done
-    done
-    wait "${pids[@]}"
+    curves_on_four_gpus
     python3 bench/curves.py "$out"/curve-bfloat16-base.log "$out"/curve-bfloat16-new.log \
         --out "$out/loss_curves_bf16.png" > "$out/loss_curves.txt"
     python3 bench/curves.py "$out"/curve-float16-base.log "$out"/curve-float16-new.log \

@@ -10,39 +10,25 @@
 set -uo pipefail
 phase=$1 out=$2
 source "$(dirname "$0")/session_common.sh"
+compare_curves() {  # DTYPE: $BASE's loss curve against this tree's
+    python3 bench/curves.py "$out"/curve-$1-base.log "$out"/curve-$1-new.log --out "$out/loss_curves_$1.png" \
+        >> "$out/loss_curves.txt"
+}
 if [[ $phase == 1 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
     alternate 4 75 bf16-new bf16-base bf16-new bf16-base
     timeout 110 python3 bench/bench.py --runs peer-bf16-4 --tag peer --out "$out" --timeout 105
-    pids=() gpu=0
-    for dtype in bfloat16 float16; do
-        for tree in base new; do
-            dir=$PWD; [[ $tree == base ]] && dir=$BASE
-            (cd "$dir" && timeout 150 python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
-                --master_port=$((29600 + gpu)) train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
-                --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &
-            pids+=($!) gpu=$((gpu + 1))
-        done
-    done
-    wait "${pids[@]}"
-    for dtype in bfloat16 float16; do
-        python3 bench/curves.py "$out"/curve-$dtype-base.log "$out"/curve-$dtype-new.log \
-            --out "$out/loss_curves_$dtype.png" >> "$out/loss_curves.txt"
-    done
+    curves_on_four_gpus
+    compare_curves bfloat16
+    compare_curves float16
 elif [[ $phase == 2 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
     curves() {  # DTYPE: this tree and $BASE at once, both on GPU 0 (each needs ~19 GiB)
-        local dtype=$1 pids=() tree dir port=29600
-        for tree in new base; do
-            dir=$PWD; [[ $tree == base ]] && dir=$BASE
-            (cd "$dir" && timeout 90 python3 -m deepspeed.launcher.runner --include=localhost:0 \
-                --master_port=$port train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
-                --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &
-            pids+=($!) port=$((port + 1))
-        done
-        wait "${pids[@]}"
-        python3 bench/curves.py "$out"/curve-$dtype-base.log "$out"/curve-$dtype-new.log \
-            --out "$out/loss_curves_$dtype.png" >> "$out/loss_curves.txt"
+        curve_run new $1 0 29600 90
+        local new=$!
+        curve_run base $1 0 29601 90
+        wait $new $!
+        compare_curves $1
     }
     curves bfloat16
     for i in 1 2; do
