@@ -39,8 +39,13 @@ PARTIALS_BLOCK_P, PARTIALS_BLOCK_N = 32, 32  # sum_partials: rows and columns a 
 _ready = False  # set by enable() once the kernels have compiled and passed their check on this GPU
 
 
+def residual_sum(x, delta, delta_bias=None):
+    """x + delta (+ delta_bias), the residual stream's sum as plain PyTorch forms it."""
+    return x + delta if delta_bias is None else x + delta + delta_bias
+
+
 def add_layer_norm_reference(x, delta, delta_bias, weight, bias, eps):
-    s = x + delta if delta_bias is None else x + delta + delta_bias
+    s = residual_sum(x, delta, delta_bias)
     return s, F.layer_norm(s, (s.size(-1),), weight, bias, eps)
 
 

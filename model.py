@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fused_dense import FusedMLP
 from fused_loss import softmax_xent
-from fused_norm import add_layer_norm, uses_kernels
+from fused_norm import add_layer_norm, residual_sum, uses_kernels
 
 # -----------------------------------------------------------------------------
 # blocks
@@ -212,7 +212,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             if self.training and i < n_ckpt and torch.is_grad_enabled():
                 if delta is not None:  # a recomputed block keeps one tensor alive, not two
-                    x = x + delta if delta_bias is None else x + delta + delta_bias
+                    x = residual_sum(x, delta, delta_bias)
                 x, delta, delta_bias = checkpoint(block, x, None, use_reentrant=False)
             else:
                 x, delta, delta_bias = block(x, delta, delta_bias, kv_cache, i)
