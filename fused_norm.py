@@ -12,9 +12,14 @@ over its rows; one small kernel then finishes both sums (2.7 -> 0.5 ms per micro
 and casts, one H200). Measured on one H100 at XL width (16,384 rows): forward 0.112 -> 0.074 ms, backward 0.196
 -> 0.120 ms; the model alone 329.5 -> 320.2 ms per micro-step.
 
+The backward's grid is sized to the programs the GPU holds at once, read from the registers of the compiled kernel:
+one more fp32 accumulator (the delta bias's, below) took it from 4 to 3 programs per SM, and a fixed grid of 512
+programs then ran in 1.29 waves: 124.5 us a call instead of 92.2 with the fitted grid (one H200, in the model).
+
 The projection that makes delta may leave its bias to the kernel (delta_bias: s = x + delta + delta_bias), which then
 also sums that bias's gradient from the rows of the sum's gradient it has anyway; the model does so wherever the
-kernels run, which removes two bias-gradient reductions per layer (bench/NOTES.md: -1.0% per micro-step).
+kernels run, which removes two bias-gradient reductions per layer (bench/NOTES.md: with the fitted grid the model
+alone -1.6% per micro-step, the trainer on one H200 +2.3%).
 
 The arithmetic is the plain path's: the sum is rounded to the 16-bit dtype before it is normalised, statistics
 and gradients in fp32. `add_layer_norm_reference` is that plain path (any device and dtype, no Triton); the CPU
@@ -31,10 +36,14 @@ try:
 except ImportError:  # CPU-only installs; the reference path computes the same
     triton = None
 
-# launch settings: the fastest of those bench/fused_check.py times (1 x H100, XL width; within ~10% of each other)
+# launch settings: the fastest of those bench/fused_check.py times (1 x H100, XL width; within ~10% of each other);
+# in the model, with the fitted grid below, 4 and 8 backward warps ran equally fast (one H200)
 FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
-ROWS_PER_PROGRAM = 32  # backward: rows whose weight/bias gradients one program sums before writing a partial
+# backward: each program sums the weight/bias gradients of a run of rows before writing one partial row. At least
+# this many rows (the partials stay <= 1/32 of the gradient's size), more where the GPU cannot hold all programs at
+# once: a second, partial wave of programs ran the XL backward at 2/3 of its speed (bench/NOTES.md)
+MIN_ROWS_PER_PROGRAM = 32
 PARTIALS_BLOCK_P, PARTIALS_BLOCK_N = 32, 32  # sum_partials: rows and columns a program sums at once
 _ready = False  # set by enable() once the kernels have compiled and passed their check on this GPU
 
@@ -74,9 +83,9 @@ if triton is not None:
         tl.store(mean_ptr + row, mean)
         tl.store(rstd_ptr + row, rstd)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["ROWS"])  # one compile whatever the rows per program
     def add_ln_bwd_kernel(s_ptr, dy_ptr, ds_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, ddelta_bias_ptr,
-                          M, N: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, HAS_DS: tl.constexpr,
+                          M, ROWS, N: tl.constexpr, BLOCK: tl.constexpr, HAS_DS: tl.constexpr,
                           HAS_BIAS: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
@@ -123,6 +132,40 @@ if triton is not None:
         tl.store(out_ptr + k * N + cols, tl.sum(acc, 0).to(out_ptr.dtype.element_ty), mask=cols < N)
 
 
+def programs_per_sm(registers, warps, props):
+    """Programs of `warps` warps using `registers` per thread that one SM of a GPU with CUDA device properties
+    `props` holds at once (registers are handed out per warp in units of 256; shared memory is not the limit for
+    these kernels, whose blocks fit in registers)."""
+    per_warp = -(-registers * 32 // 256) * 256
+    return max(1, min(props.regs_per_multiprocessor // (per_warp * warps),
+                      props.max_threads_per_multi_processor // (32 * warps)))
+
+
+def backward_rows_per_program(M, resident_programs):
+    """Rows per backward program for M rows such that the grid fits in the programs a GPU holds at once (None: no
+    limit, as in Triton's interpreter)."""
+    rows = MIN_ROWS_PER_PROGRAM if resident_programs is None else -(-M // resident_programs)
+    return max(MIN_ROWS_PER_PROGRAM, rows)
+
+
+_resident_programs = {}  # (GPU, compile-time choices) -> backward programs the GPU holds at once
+
+
+def resident_backward_programs(args, constants):
+    """How many programs of the backward kernel compiled for `args` and `constants` the GPU holds at once; the
+    kernel is compiled (not run) to read its registers. None off a GPU."""
+    device = args[0].device
+    if device.type != "cuda":
+        return None
+    key = (device.index, args[10], args[0].dtype, args[1].dtype, tuple(sorted(constants.items())))
+    if key not in _resident_programs:
+        kernel = add_ln_bwd_kernel.warmup(*args, **constants, grid=(1,))
+        kernel._init_handles()
+        props = torch.cuda.get_device_properties(device)
+        _resident_programs[key] = props.multi_processor_count * programs_per_sm(kernel.n_regs, BACKWARD_WARPS, props)
+    return _resident_programs[key]
+
+
 def sum_partials(parts, dtype):
     """parts.sum(-2) in `dtype` for fp32 partial sums (P, N) or (K, P, N) that the kernels left one row per program:
     one launch instead of a reduction and a cast for each."""
@@ -156,17 +199,19 @@ class AddLayerNorm(torch.autograd.Function):
     def backward(ctx, ds, dy):
         s, weight, mean, rstd = ctx.saved_tensors
         M, N = s.shape
-        programs = triton.cdiv(M, ROWS_PER_PROGRAM)
         dx = torch.empty_like(s)
         names = ["weight"] + ["bias"] * ctx.has_bias + ["delta_bias"] * ctx.has_delta_bias
-        parts = torch.empty(len(names), programs, N, device=s.device, dtype=torch.float32)
-        rows = dict(zip(names, parts))  # each gradient's partial sums, one row per program
         dy = dy.contiguous() if dy is not None else torch.zeros_like(s)
-        add_ln_bwd_kernel[(programs,)](s, dy, ds.contiguous() if ds is not None else s, weight, mean, rstd, dx,
-                                       rows["weight"], rows.get("bias", parts[0]), rows.get("delta_bias", parts[0]),
-                                       M, N=N, ROWS=ROWS_PER_PROGRAM, BLOCK=triton.next_power_of_2(N),
-                                       HAS_DS=ds is not None, HAS_BIAS=ctx.has_bias,
-                                       HAS_DELTA_BIAS=ctx.has_delta_bias, num_warps=BACKWARD_WARPS)
+        ds = ds.contiguous() if ds is not None else s
+        constants = dict(N=N, BLOCK=triton.next_power_of_2(N), HAS_DS=ds is not s, HAS_BIAS=ctx.has_bias,
+                         HAS_DELTA_BIAS=ctx.has_delta_bias, num_warps=BACKWARD_WARPS)
+        args = [s, dy, ds, weight, mean, rstd, dx, mean, mean, mean, M, 1]  # partials' pointers: stand-ins to compile
+        rows = backward_rows_per_program(M, resident_backward_programs(args, constants))
+        programs = triton.cdiv(M, rows)
+        parts = torch.empty(len(names), programs, N, device=s.device, dtype=torch.float32)
+        partials = dict(zip(names, parts))  # each gradient's partial sums, one row per program
+        args[7:12] = partials["weight"], partials.get("bias", parts[0]), partials.get("delta_bias", parts[0]), M, rows
+        add_ln_bwd_kernel[(programs,)](*args, **constants)
         sums = dict(zip(names, sum_partials(parts, weight.dtype)))
         return dx, dx, sums.get("delta_bias"), sums["weight"], sums.get("bias"), None
 

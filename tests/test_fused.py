@@ -12,6 +12,7 @@ import torch
 
 import fused_dense
 import fused_loss
+import fused_norm
 from conftest import REPO
 from model import GPT, GPT2_SIZES, GPTConfig, chunked_cross_entropy
 
@@ -228,6 +229,15 @@ for fn_ in (fn.add_layer_norm_reference, fn.AddLayerNorm.apply):
     fn_(x, delta, None, w, None, 1e-5)[1].backward(dy)
     grads.append(w.grad.double())
 print("no-bias", err(grads[1], grads[0]))
+# a grid fitted to a GPU that holds 2 programs at once: 35 rows each instead of 32 (2 programs instead of 3); the
+# row-wise gradients are the same bits, the summed ones as close to float64's
+args = (x, delta, delta_bias, weight, bias, ds, dy)
+exact = fn.forward_backward(fn.add_layer_norm_reference, *(t.double() for t in args))
+fixed = fn.forward_backward(fn.AddLayerNorm.apply, *args)
+fn.resident_backward_programs = lambda args, constants: 2
+fitted = fn.forward_backward(fn.AddLayerNorm.apply, *args)
+print("fitted", fn.backward_rows_per_program(70, 2), all(torch.equal(a, b) for a, b in zip(fitted[:4], fixed[:4])),
+      *(f"{err(f, e):.3e}/{err(g, e):.3e}" for f, g, e in zip(fitted[4:], fixed[4:], exact[4:])))
 # the partial sums' reduction: several blocks of rows and ragged columns, one or several arrays
 parts = torch.randn(2, 70, 45, generator=gen)
 exact = parts.double().sum(1)
@@ -239,7 +249,11 @@ print("partials", err(fn.sum_partials(parts, torch.float32), exact),
 def test_fused_add_layer_norm_in_the_triton_interpreter():
     stdout = run_interpreted(INTERPRETED_ADD_LAYER_NORM)
     lines = stdout.splitlines()
-    no_bias, partials = lines.pop(-2).split(), lines.pop(-1).split()
+    no_bias, fitted, partials = lines.pop(-3).split(), lines.pop(-2).split(), lines.pop(-1).split()
+    assert fitted[:3] == ["fitted", "35", "True"], fitted  # s, y, dx, ddelta bitwise as with 32 rows per program
+    for pair in fitted[3:]:  # ddelta_bias, dweight, dbias: errors against float64, fitted grid / 32 rows per program
+        got, before = map(float, pair.split("/"))
+        assert got <= max(2 * before, 1e-2), fitted
     assert no_bias[0] == "no-bias" and float(no_bias[1]) < 1e-2, no_bias  # fp16 weight gradient, rounded once
     # errors against float64: fp32 sums, and the same rounded once to bf16 (within one unit, 2 ** -7: the interpreter
     # rounds toward zero where a GPU rounds to nearest)
@@ -254,6 +268,21 @@ def test_fused_add_layer_norm_in_the_triton_interpreter():
             if pair != "-":
                 fused, plain = map(float, pair.split("/"))
                 assert fused <= max(2 * plain, bound), line
+
+
+def test_backward_grid_fits_the_programs_a_gpu_holds():
+    """The add + LayerNorm backward's grid: programs per SM from registers per thread (the H200's figures: 74
+    registers at 8 warps gave 3 programs per SM, 64 gave 4) and rows per program such that one wave holds the grid,
+    never under MIN_ROWS_PER_PROGRAM."""
+    sm90 = type("Props", (), dict(regs_per_multiprocessor=65536, max_threads_per_multi_processor=2048))
+    assert [fused_norm.programs_per_sm(regs, warps, sm90) for regs, warps in
+            ((64, 8), (74, 8), (75, 8), (128, 4), (48, 16), (32, 8), (255, 16))] == [4, 3, 3, 4, 2, 8, 1]
+    assert fused_norm.MIN_ROWS_PER_PROGRAM == 32
+    assert fused_norm.backward_rows_per_program(16384, 3 * 132) == 42  # 391 programs, one wave of 396
+    assert fused_norm.backward_rows_per_program(16384, 4 * 132) == 32  # 512 of 528: the minimum already fits
+    assert fused_norm.backward_rows_per_program(16384, 10 ** 6) == 32
+    assert fused_norm.backward_rows_per_program(70, None) == 32  # off a GPU: no limit
+    assert fused_norm.resident_backward_programs([torch.zeros(2, 2)], {}) is None
 
 
 INTERPRETED_MODEL_WITH_FUSED_NORM = """
