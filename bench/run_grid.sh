@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The ninth session's GPU calls behind the "grid fitted to the GPU" row of bench/NOTES.md.
+# Phase 1 (one GPU): the add + LayerNorm backward's warps and grid inside the XL model (norm_grid.py, in
+# results/2026-11-28-session9/code/), then the model alone (bench/profile_step.py --fused) of this tree, $HEAD (the
+# tree before: 32 rows per program, the c_proj biases in the kernel) and $BASE (before the c_proj biases moved),
+# alternated twice.
+# Phase 2 (one GPU): the trainer (XL, bf16, 1 GPU, 16 x 8) of this tree against $BASE, alternated twice; loss curves
+# of this tree and $BASE in bf16 and fp16 (GPT-2-medium shapes, 40 iterations, two at once on the GPU).
+#   HEAD=/tmp/head BASE=/tmp/base bench/run_grid.sh 1 /tmp/out ; BASE=/tmp/base bench/run_grid.sh 2 /tmp/out
+set -uo pipefail
+phase=$1 out=$2
+source "$(dirname "$0")/session_common.sh"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu-$phase.txt" 2>&1
+if [[ $phase == 1 ]]; then
+    PYTHONPATH=.:bench:${PYTHONPATH:-} timeout 200 python3 bench/results/2026-11-28-session9/code/norm_grid.py \
+        > "$out/norm_grid.txt" 2>&1
+    for i in 1 2; do
+        for tree in new head base; do
+            dir=$PWD; [[ $tree == head ]] && dir=$HEAD; [[ $tree == base ]] && dir=$BASE
+            (cd "$dir" && timeout 60 python3 bench/profile_step.py --fused --no_shapes) > "$out/profile_${tree}_$i.txt" 2>&1
+        done
+    done
+elif [[ $phase == 2 ]]; then
+    alternate 1 110 bf16-new bf16-base bf16-new bf16-base
+    for dtype in bfloat16 float16; do
+        curve_run new $dtype 0 29600 100
+        new=$!
+        curve_run base $dtype 0 29601 100
+        wait $new $!
+        python3 bench/curves.py "$out"/curve-$dtype-base.log "$out"/curve-$dtype-new.log \
+            --out "$out/loss_curves_$dtype.png" >> "$out/loss_curves.txt"
+    done
+fi
