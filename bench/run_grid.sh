@@ -6,7 +6,9 @@
 # alternated twice.
 # Phase 2 (one GPU): the trainer (XL, bf16, 1 GPU, 16 x 8) of this tree against $BASE, alternated twice; loss curves
 # of this tree and $BASE in bf16 and fp16 (GPT-2-medium shapes, 40 iterations, two at once on the GPU).
-#   HEAD=/tmp/head BASE=/tmp/base bench/run_grid.sh 1 /tmp/out ; BASE=/tmp/base bench/run_grid.sh 2 /tmp/out
+# Phase 3 (two GPUs): the trainer on 2 GPUs (16 x 4) of this tree against $BASE, alternated twice, then this tree on
+# one of the two GPUs (the scaling in one lease).
+#   HEAD=/tmp/head BASE=/tmp/base bench/run_grid.sh 1 /tmp/out ; BASE=/tmp/base bench/run_grid.sh 2|3 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
 source "$(dirname "$0")/session_common.sh"
@@ -30,4 +32,7 @@ elif [[ $phase == 2 ]]; then
         python3 bench/curves.py "$out"/curve-$dtype-base.log "$out"/curve-$dtype-new.log \
             --out "$out/loss_curves_$dtype.png" >> "$out/loss_curves.txt"
     done
+elif [[ $phase == 3 ]]; then
+    alternate 2 100 bf16-new bf16-base bf16-new bf16-base
+    alternate 1 100 bf16-new
 fi
