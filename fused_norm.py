@@ -42,7 +42,7 @@ FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
 # backward: each program sums the weight/bias gradients of a run of rows before writing one partial row. At least
 # this many rows (the partials stay <= 1/32 of the gradient's size), more where the GPU cannot hold all programs at
-# once: a second, partial wave of programs ran the XL backward at 2/3 of its speed (bench/NOTES.md)
+# once: a second, partial wave of programs ran the XL backward at 3/4 of its speed (bench/NOTES.md)
 MIN_ROWS_PER_PROGRAM = 32
 PARTIALS_BLOCK_P, PARTIALS_BLOCK_N = 32, 32  # sum_partials: rows and columns a program sums at once
 _ready = False  # set by enable() once the kernels have compiled and passed their check on this GPU
@@ -162,7 +162,8 @@ def resident_backward_programs(args, constants):
         kernel = add_ln_bwd_kernel.warmup(*args, **constants, grid=(1,))
         kernel._init_handles()
         props = torch.cuda.get_device_properties(device)
-        _resident_programs[key] = props.multi_processor_count * programs_per_sm(kernel.n_regs, BACKWARD_WARPS, props)
+        per_sm = programs_per_sm(kernel.n_regs, constants["num_warps"], props)
+        _resident_programs[key] = props.multi_processor_count * per_sm
     return _resident_programs[key]
 
 
@@ -202,9 +203,9 @@ class AddLayerNorm(torch.autograd.Function):
         dx = torch.empty_like(s)
         names = ["weight"] + ["bias"] * ctx.has_bias + ["delta_bias"] * ctx.has_delta_bias
         dy = dy.contiguous() if dy is not None else torch.zeros_like(s)
-        ds = ds.contiguous() if ds is not None else s
-        constants = dict(N=N, BLOCK=triton.next_power_of_2(N), HAS_DS=ds is not s, HAS_BIAS=ctx.has_bias,
+        constants = dict(N=N, BLOCK=triton.next_power_of_2(N), HAS_DS=ds is not None, HAS_BIAS=ctx.has_bias,
                          HAS_DELTA_BIAS=ctx.has_delta_bias, num_warps=BACKWARD_WARPS)
+        ds = ds.contiguous() if ds is not None else s  # a stand-in the kernel does not read
         args = [s, dy, ds, weight, mean, rstd, dx, mean, mean, mean, M, 1]  # partials' pointers: stand-ins to compile
         rows = backward_rows_per_program(M, resident_backward_programs(args, constants))
         programs = triton.cdiv(M, rows)
