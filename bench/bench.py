@@ -94,8 +94,11 @@ def command(run, gpu_ids, cpu):
 
 def parse(lines):
     """Summary of one run from its (seconds since launch, line) pairs."""
-    iters, first_step, evals, saves, errors = [], None, [], [], []
+    iters, first_step, evals, saves, errors, batch = [], None, [], [], [], None
     for t, line in lines:
+        m = re.match(r"batch: (\d+) x (\d+) x", line)  # what the trainer ran, whatever --set or a config file said
+        if m:
+            batch = {"micro_batch": int(m.group(1)), "accumulation": int(m.group(2))}
         m = re.match(r"iter (\d+)/\d+ \| loss (\S+) \| lr \S+ \| (\d+) ms \| ([\d,]+) tok/s/gpu(.*)", line)
         if m:
             rest = m.group(5)
@@ -126,7 +129,7 @@ def parse(lines):
             "launch_to_first_step_s": first_step, "eval_s": evals[-1] if evals else None,
             "save": saves[0] if saves else None, "later_saves_s": [x["seconds"] for x in saves[1:]],
             "skipped_steps": sum(i["skipped"] for i in iters), "timed_iterations": [i["iter"] for i in timed],
-            "losses": [i["loss"] for i in iters], "errors": errors[-3:]}
+            "losses": [i["loss"] for i in iters], "errors": errors[-3:], **(batch or {})}
 
 
 def execute(run, gpu_ids, cpu, timeout, log_dir):
@@ -189,8 +192,11 @@ def markdown(env, results, cpu=False):
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "-" if v is None else format(v, f)
     for r in results:
-        ga = r["target_batch_size"] // (r["batch_size"] * r["gpus"]) if r["batch_size"] else None
-        mb = f"{r['batch_size']} x {ga}" if ga else "config"
+        if "micro_batch" in r:  # the trainer's own line
+            mb = f"{r['micro_batch']} x {r['accumulation']}"
+        else:  # the peer: as the run asked
+            ga = r["target_batch_size"] // (r["batch_size"] * r["gpus"]) if r["batch_size"] else None
+            mb = f"{r['batch_size']} x {ga}" if ga else "config"
         later = "".join(f", {x:.1f}" for x in r.get("later_saves_s", ()))
         save = f"{r['save']['seconds']:.1f}{later} ({r['save']['gib']:.1f})" if r.get("save") else "-"
         rows.append(f"| {r['name']} | {r['gpus']} | {r['dtype']} | {mb} | {fmt(r['tok_s_gpu'], ',.0f')} | "

@@ -80,3 +80,17 @@ def test_interval_arithmetic():
     assert trace_summary.length(merged) == 7
     assert trace_summary.minus(merged, [[1, 2], [4, 6], [7, 20]]) == [[0, 1], [2, 3], [6, 7]]
     assert trace_summary.minus([[0, 10]], []) == [[0, 10]]
+
+
+def test_bench_reports_the_batch_the_trainer_ran():
+    """--set batch_size=32 or a config file changes the micro-batch: the table shows the trainer's own batch line,
+    not the run's default (the ninth session's micro-batch-32 runs were listed as 16 x 4 before)."""
+    from bench import bench
+    lines = [(30.0, "batch: 32 x 2 x 2 GPUs x 1024 = 131,072 tokens per iteration (128 sequences)")]
+    lines += [(30.0 + i, f"iter {i}/5 | loss 9.0 | lr 1e-4 | 1255 ms | 52,237 tok/s/gpu | MFU 54.3%") for i in
+              range(1, 6)]
+    summary = bench.parse(lines)
+    assert (summary["micro_batch"], summary["accumulation"], summary["tok_s_gpu"]) == (32, 2, 52237.0)
+    summary.update(name="ours-bf16-2", gpus=2, dtype="bfloat16", batch_size=16, target_batch_size=128)
+    env = {"card": "H200", "torch": "-", "deepspeed": "-", "cuda": "-", "transformers": "-", "date": "-"}
+    assert "| ours-bf16-2 | 2 | bfloat16 | 32 x 2 | 52,237 | 54.3% | 1255 |" in bench.markdown(env, [summary])

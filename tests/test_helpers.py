@@ -231,3 +231,5 @@ def test_every_shipped_config_file_parses():
         assert set(cfg) == set(T.DEFAULTS), f
     small_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_24gb_2gpus.py")])
     assert not small_cards["pinned_checkpoint_copies"] and not small_cards["fused_norm"]
+    large_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_141gb.py")])
+    assert (large_cards["batch_size"], large_cards["target_batch_size"]) == (32, 128)
