@@ -1,9 +1,10 @@
 """
 Registers per thread of fused_norm.py's add + LayerNorm backward kernel at GPT-2 XL width, compiled ahead of time
 for an H100/H200 (sm_90) without a GPU, and what they mean for occupancy: programs per SM, and waves of the XL
-backward's grid (16,384 rows) at 32 rows per program (the grid before the ninth session) and as fused_norm now sizes
-it (fitted to the programs the GPU holds at once; on the GPU fused_norm reads the registers of the kernel it runs). The pointers get the 16-byte alignment hint the JIT gives real tensors, without
-which Triton would not vectorise the loads. Uses Triton's bundled cuobjdump.
+backward's grid (16,384 rows) at 32 rows per program (the grid before the ninth session) and as fused_norm now
+sizes it (fitted to the programs the GPU holds at once; on the GPU fused_norm reads the registers of the kernel it
+runs). The pointers get the 16-byte alignment hint the JIT gives real tensors, without which Triton would not
+vectorise the loads. Uses Triton's bundled cuobjdump.
 
     python bench/kernel_registers.py            (Triton as installed; the GPU machine has 3.6)
 """
