@@ -16,22 +16,11 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gp
 if [[ $phase == 1 ]]; then
     PYTHONPATH=.:bench:${PYTHONPATH:-} timeout 200 python3 bench/results/2026-11-28-session9/code/norm_grid.py \
         > "$out/norm_grid.txt" 2>&1
-    for i in 1 2; do
-        for tree in new head base; do
-            dir=$PWD; [[ $tree == head ]] && dir=$HEAD; [[ $tree == base ]] && dir=$BASE
-            (cd "$dir" && timeout 60 python3 bench/profile_step.py --fused --no_shapes) > "$out/profile_${tree}_$i.txt" 2>&1
-        done
-    done
+    profiles_alternated 60 new head base
 elif [[ $phase == 2 ]]; then
     alternate 1 110 bf16-new bf16-base bf16-new bf16-base
-    for dtype in bfloat16 float16; do
-        curve_run new $dtype 0 29600 100
-        new=$!
-        curve_run base $dtype 0 29601 100
-        wait $new $!
-        python3 bench/curves.py "$out"/curve-$dtype-base.log "$out"/curve-$dtype-new.log \
-            --out "$out/loss_curves_$dtype.png" >> "$out/loss_curves.txt"
-    done
+    curves_on_one_gpu bfloat16 100
+    curves_on_one_gpu float16 100
 elif [[ $phase == 3 ]]; then
     alternate 2 100 bf16-new bf16-base bf16-new bf16-base
     alternate 1 100 bf16-new

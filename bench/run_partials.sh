@@ -10,10 +10,6 @@
 set -uo pipefail
 phase=$1 out=$2
 source "$(dirname "$0")/session_common.sh"
-compare_curves() {  # DTYPE: $BASE's loss curve against this tree's
-    python3 bench/curves.py "$out"/curve-$1-base.log "$out"/curve-$1-new.log --out "$out/loss_curves_$1.png" \
-        >> "$out/loss_curves.txt"
-}
 if [[ $phase == 1 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
     alternate 4 75 bf16-new bf16-base bf16-new bf16-base
@@ -23,20 +19,7 @@ if [[ $phase == 1 ]]; then
     compare_curves float16
 elif [[ $phase == 2 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
-    curves() {  # DTYPE: this tree and $BASE at once, both on GPU 0 (each needs ~19 GiB)
-        curve_run new $1 0 29600 90
-        local new=$!
-        curve_run base $1 0 29601 90
-        wait $new $!
-        compare_curves $1
-    }
-    curves bfloat16
-    for i in 1 2; do
-        for tree in new base; do
-            dir=$PWD; [[ $tree == base ]] && dir=$BASE
-            (cd "$dir" && timeout 45 python3 bench/profile_step.py --fused --no_shapes) \
-                > "$out/profile_${tree}_$i.txt" 2>&1
-        done
-    done
-    curves float16
+    curves_on_one_gpu bfloat16 90
+    profiles_alternated 45 new base
+    curves_on_one_gpu float16 90
 fi

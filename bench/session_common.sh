@@ -1,6 +1,6 @@
-# Sourced by the GPU session scripts (bench/run_fused.sh, run_loss_kernel.sh, run_norm_kernel.sh, run_partials.sh)
-# after `set -uo pipefail; phase=$1 out=$2`: the working directory and environment, the loss-curve run and the
-# alternation of this tree with $BASE.
+# Sourced by the GPU session scripts (bench/run_fused.sh, run_loss_kernel.sh, run_norm_kernel.sh, run_partials.sh,
+# run_grid.sh) after `set -uo pipefail; phase=$1 out=$2`: the working directory and environment, the loss-curve
+# runs and their comparison, and the alternation of this tree with $BASE (and $HEAD) in throughput and profiles.
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
@@ -9,22 +9,24 @@ MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=
         --target_batch_size=32 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
         --lr_decay_iters=40 --max_iters=40 --eval_interval=20 --eval_iters=-1 --save_checkpoints=False --plot=False)
 
+tree_dir() {  # TREE: where "new" (this tree), "base" ($BASE) or "head" ($HEAD) is
+    case $1 in new) echo "$PWD" ;; base) echo "$BASE" ;; head) echo "$HEAD" ;; esac
+}
+
 alternate() {  # GPUS SECONDS RUN...: bench.py's ours-<dtype>-GPUS for each RUN "<dtype>-new" (this tree) or
                # "<dtype>-base" ($BASE), one after the other, each given SECONDS
-    local gpus=$1 seconds=$2 run dir
+    local gpus=$1 seconds=$2 run
     shift 2
     for run in "$@"; do
-        dir=$PWD; [[ $run == *base ]] && dir=$BASE
-        (cd "$dir" && timeout "$seconds" python3 bench/bench.py --runs "ours-${run%-*}-$gpus" --tag "$run" \
+        (cd "$(tree_dir "${run##*-}")" && timeout "$seconds" python3 bench/bench.py --runs "ours-${run%-*}-$gpus" --tag "$run" \
             --out "$out" --timeout $((seconds - 5)))
     done
 }
 
 curve_run() {  # TREE DTYPE GPU PORT SECONDS: in the background ($! is its process), the loss-curve run of this tree
                # ("new") or $BASE ("base") in DTYPE on GPU, its log $out/curve-DTYPE-TREE.log
-    local tree=$1 dtype=$2 gpu=$3 port=$4 seconds=$5 dir=$PWD
-    [[ $tree == base ]] && dir=$BASE
-    (cd "$dir" && timeout "$seconds" python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
+    local tree=$1 dtype=$2 gpu=$3 port=$4 seconds=$5
+    (cd "$(tree_dir $tree)" && timeout "$seconds" python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
         --master_port=$port train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
         --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &
 }
@@ -38,4 +40,30 @@ curves_on_four_gpus() {  # $BASE and this tree in bf16 and fp16, all four at onc
         done
     done
     wait "${pids[@]}"
+}
+
+curves_on_one_gpu() {  # DTYPE SECONDS: this tree's and $BASE's loss-curve runs at once on GPU 0 (each needs ~19 GiB),
+                       # then compared
+    curve_run new $1 0 29600 $2
+    local new=$!
+    curve_run base $1 0 29601 $2
+    wait $new $!
+    compare_curves $1
+}
+
+compare_curves() {  # DTYPE: $BASE's loss curve against this tree's, appended to $out/loss_curves.txt
+    python3 bench/curves.py "$out"/curve-$1-base.log "$out"/curve-$1-new.log --out "$out/loss_curves_$1.png" \
+        >> "$out/loss_curves.txt"
+}
+
+profiles_alternated() {  # SECONDS TREE...: bench/profile_step.py --fused (the model alone) of each TREE in turn, two
+                         # rounds, each given SECONDS; $out/profile_TREE_ROUND.txt
+    local seconds=$1 i tree
+    shift
+    for i in 1 2; do
+        for tree in "$@"; do
+            (cd "$(tree_dir $tree)" && timeout "$seconds" python3 bench/profile_step.py --fused --no_shapes) \
+                > "$out/profile_${tree}_$i.txt" 2>&1
+        done
+    done
 }
