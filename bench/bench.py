@@ -5,6 +5,8 @@ peer (bench/peer.py: transformers' GPT2LMHeadModel in the same DeepSpeed engine)
 
     python bench/bench.py                                  # the default plan on this machine's GPUs
     python bench/bench.py --runs ours-bf16-4,peer-bf16-4   # chosen runs (names: --list)
+    python bench/bench.py --runs ours-bf16-4-141gb,peer-bf16-4-141gb   # each at the micro-batch an H200 holds
+    python bench/bench.py --runs ours-bf16-1 --gpus 1      # only GPU 1 (another invocation can use GPU 0)
     python bench/bench.py --runs ours-bf16-1 --set compile=False --set batch_size=12   # an experiment
     python bench/bench.py --cpu --out /tmp/bench           # tiny CPU mode (CI keeps the script working)
 
@@ -53,6 +55,9 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 RUNS = {
     **{f"ours-{d}-{g}": ours(g, DTYPES[d]) for d in DTYPES for g in (1, 2, 4, 8)},
     **{f"peer-{d}-{g}": peer(g, DTYPES[d]) for d in DTYPES for g in (1, 4, 8)},
+    # each at the largest micro-batch that fits a ~141 GB card (H200): ours 32 (config/xl_141gb.py), the peer 16
+    **{f"ours-{d}-{g}-141gb": ours(g, DTYPES[d], batch_size=32) for d in DTYPES for g in (1, 2, 4)},
+    **{f"peer-{d}-{g}-141gb": peer(g, DTYPES[d], batch_size=16) for d in DTYPES for g in (1, 2, 4, 8)},
     "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=7),  # the guide's literal micro-batch 1 x 32
     "ours-fp16-4-save": ours(4, "float16", iters=5, save=True),
     "peer-fp16-4-save": peer(4, "float16", iters=5, save=True),
@@ -212,6 +217,8 @@ def main():
     parser.add_argument("--runs", help="comma-separated run names (default: the default plan)")
     parser.add_argument("--set", action="append", default=[], help="key=value added to every run of ours")
     parser.add_argument("--concurrent", action="store_true", help="runs of fewer GPUs share the machine")
+    parser.add_argument("--gpus", help="comma-separated GPU ids this invocation may use (default: all), so that two "
+                                       "invocations, e.g. of two trees, can share a machine")
     parser.add_argument("--timeout", type=int, default=420, help="seconds per run")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("--tag", default="", help="added to the result file names")
@@ -235,6 +242,10 @@ def main():
         plan = [dict(RUNS[n], name=n) for n in names]
         import torch
         n_gpus = torch.cuda.device_count()
+    gpu_ids = [int(i) for i in args.gpus.split(",")] if args.gpus else list(range(n_gpus))
+    if any(i >= n_gpus for i in gpu_ids):
+        sys.exit(f"error: --gpus={args.gpus} names a GPU this machine lacks (it has {n_gpus})")
+    n_gpus = len(gpu_ids)
     for run in plan:
         if run["kind"] == "ours":
             run["args"] = run["args"] + [f"--{kv}" for kv in args.set]
@@ -249,7 +260,7 @@ def main():
     os.makedirs(log_dir, exist_ok=True)
 
     results, lock = [], threading.Lock()
-    free = list(range(n_gpus))
+    free = list(gpu_ids)
     pending = list(plan)
     threads = []
 
