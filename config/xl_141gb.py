@@ -6,9 +6,11 @@
 #   4 GPUs: 32 x 1 x 4 x 1024 = 131,072 tokens per iteration
 #   2 GPUs: 32 x 2 x 2 x 1024 = 131,072 tokens per iteration
 #   1 GPU:  32 x 4 x 1 x 1024 = 131,072 tokens per iteration
-# Measured on 2 x H200, bf16 (bench/results/2026-11-28-session9/micro32-h200x2/): 52,091 / 52,237 tok/s/GPU against
-# 50,384 at micro-batch 16 in the same lease (+3.5%), peak 89.8 GiB per GPU (52.0 at 16); not yet measured on 1 or
-# 4 GPUs or in fp16. Too large for 80 GB cards.
+# Measured on H200s (bench/results/2026-11-28-session10/), tok/s per GPU against micro-batch 16 in the same lease:
+#   4 GPUs: bf16 51,697 (53.7% MFU) against 50,105-50,142 (+3.1%), fp16 50,474; peak 84.0 GiB per GPU (46.9 at 16)
+#   2 GPUs: bf16 52,429; 52,091 / 52,237 against 50,384 in the ninth session (+3.5%); peak 89.8 GiB (52.0 at 16)
+#   1 GPU:  bf16 53,791 (55.9%) against 52,331 (+2.8%); peak 100.0 GiB (62.2 at 16)
+# Too large for 80 GB cards.
 out_dir = "out-shakespeare-xl"
 init_from = "gpt2-xl"
 dataset = "shakespeare"

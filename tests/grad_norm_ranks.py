@@ -45,3 +45,4 @@ if __name__ == "__main__":
     deepspeed.init_distributed(dist_backend="gloo")
     for name in (a for a in sys.argv[1:] if not a.startswith("--")):  # the launcher adds --local_rank
         check(getattr(torch, name), int(os.environ["RANK"]))
+    T.shutdown()  # a rank that exits with gloo's threads still running can abort ("terminate called ...")
