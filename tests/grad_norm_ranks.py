@@ -34,7 +34,8 @@ def check(dtype, rank):
                 .item() for i in groups]
 
     result = {"rank": rank, "dtype": str(dtype), "deepspeed": norms(), "installed": T.use_foreach_grad_norm(optimizer),
-              "foreach": norms(), "tensors": [len(optimizer.averaged_gradients[i]) for i in groups]}
+              "foreach": norms(), "method": optimizer.get_grad_norm_direct.__qualname__,
+              "tensors": [len(optimizer.averaged_gradients[i]) for i in groups]}
     if rank == 1:
         next(g for g in optimizer.averaged_gradients[0] if g.numel() > 1).view(-1)[3] = float("inf")
     result["foreach_inf"] = norms()

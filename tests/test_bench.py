@@ -94,3 +94,10 @@ def test_bench_reports_the_batch_the_trainer_ran():
     summary.update(name="ours-bf16-2", gpus=2, dtype="bfloat16", batch_size=16, target_batch_size=128)
     env = {"card": "H200", "torch": "-", "deepspeed": "-", "cuda": "-", "transformers": "-", "date": "-"}
     assert "| ours-bf16-2 | 2 | bfloat16 | 32 x 2 | 52,237 | 54.3% | 1255 |" in bench.markdown(env, [summary])
+
+
+def test_bench_gpus_names_only_gpus_that_exist(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/bench.py", "--cpu", "--gpus", "0,5", "--out", str(tmp_path)],
+                          cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--gpus=0,5 names a GPU this machine lacks (it has 2)" in proc.stderr
+    assert os.listdir(tmp_path) == []
