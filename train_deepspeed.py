@@ -947,11 +947,12 @@ def run(argv):
     # DeepSpeed's separate inf/NaN scan of every gradient partition costs ~80 ms per step for GPT-2 XL on one
     # H100 (bench/NOTES.md). The global gradient norm it computes anyway is non-finite in exactly those cases and
     # already makes fp16 (and fp32) skip the step; bf16 gets the scan back on a step whose loss was NaN/inf.
-    fast_overflow_check = (zero_stage in (1, 2) and not offload and hasattr(optimizer, "check_grad_overflow")
+    zero_1_2_on_gpu_states = zero_stage in (1, 2) and not offload
+    fast_overflow_check = (zero_1_2_on_gpu_states and hasattr(optimizer, "check_grad_overflow")
                            and getattr(optimizer, "compute_grad_norm", False))
     if fast_overflow_check:
         optimizer.check_grad_overflow = False
-    if zero_stage in (1, 2) and not offload:
+    if zero_1_2_on_gpu_states:
         use_foreach_grad_norm(optimizer)
 
     # ---- state of the loop, restored on resume

@@ -19,8 +19,8 @@ if [[ $phase == 1 ]]; then
     profiles_alternated 60 new head base
 elif [[ $phase == 2 ]]; then
     alternate 1 110 bf16-new bf16-base bf16-new bf16-base
-    curves_on_one_gpu bfloat16 100
-    curves_on_one_gpu float16 100
+    curve_pair bfloat16 100 0
+    curve_pair float16 100 0
 elif [[ $phase == 3 ]]; then
     alternate 2 100 bf16-new bf16-base bf16-new bf16-base
     alternate 1 100 bf16-new

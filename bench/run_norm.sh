@@ -31,11 +31,7 @@ if [[ $phase == 1 ]]; then
     side_by_side ours-bf16-1 new ours-bf16-1 base 130
     side_by_side ours-bf16-1 base ours-bf16-1 new 110
     alternate 2 100 bf16-new bf16-base
-    curve_run new bfloat16 0 29600 100
-    first=$!
-    curve_run base bfloat16 1 29601 100
-    wait $first $!
-    compare_curves bfloat16
+    curve_pair bfloat16 100 1
 elif [[ $phase == 2 ]]; then
     side_by_side ours-bf16-1-141gb new peer-bf16-1-141gb new 130
     side_by_side peer-bf16-1 new ours-bf16-1 new 110
@@ -49,11 +45,7 @@ elif [[ $phase == 3 ]]; then
         cp /tmp/bench-ours-bf16-2/profile/rank_$rank.json.gz "$out/trace-rank$rank.json.gz"
         python3 bench/trace_summary.py "$out/trace-rank$rank.json.gz" > "$out/trace-rank$rank.txt" 2>&1
     done
-    curve_run new float16 0 29600 100
-    first=$!
-    curve_run base float16 1 29601 100
-    wait $first $!
-    compare_curves float16
+    curve_pair float16 100 1
 elif [[ $phase == 4 ]]; then
     (timeout 560 python3 bench/bench.py --runs ours-bf16-4,ours-fp16-4,ours-bf16-4-141gb,peer-bf16-4,peer-bf16-4-141gb,ours-bf16-1 \
         --tag 4gpu --out "$out" --timeout 100)

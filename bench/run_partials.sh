@@ -19,7 +19,7 @@ if [[ $phase == 1 ]]; then
     compare_curves float16
 elif [[ $phase == 2 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
-    curves_on_one_gpu bfloat16 90
+    curve_pair bfloat16 90 0
     profiles_alternated 45 new base
-    curves_on_one_gpu float16 90
+    curve_pair float16 90 0
 fi

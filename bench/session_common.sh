@@ -42,11 +42,11 @@ curves_on_four_gpus() {  # $BASE and this tree in bf16 and fp16, all four at onc
     wait "${pids[@]}"
 }
 
-curves_on_one_gpu() {  # DTYPE SECONDS: this tree's and $BASE's loss-curve runs at once on GPU 0 (each needs ~19 GiB),
-                       # then compared
+curve_pair() {  # DTYPE SECONDS BASE_GPU: this tree's loss-curve run on GPU 0 and $BASE's on BASE_GPU (0 too: each
+                # needs ~19 GiB), at once, then compared
     curve_run new $1 0 29600 $2
     local new=$!
-    curve_run base $1 0 29601 $2
+    curve_run base $1 $3 29601 $2
     wait $new $!
     compare_curves $1
 }
