@@ -9,6 +9,7 @@ are GPT-2 BPE encoded and each is followed by <|endoftext|>. Output: data/<name>
 bounded whatever the file size. Without --val_input, the last `val_fraction` of the tokens become val.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, gpt2_encoding  # noqa: E402
+from tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, TokenizerUnavailable, gpt2_encoding  # noqa: E402
 
 CHUNK_CHARS = 1 << 20
 BIN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; halves disk and memory against int32
@@ -59,12 +60,20 @@ def _newlines_after(text, pos):
         pos = text.find("\n", pos + 1)
 
 
+def not_utf8(path, e):
+    return SystemExit(f"error: {path} is not UTF-8 text ({e.reason} at byte {e.start:,}); convert it first, "
+                      f"e.g. iconv -f latin1 -t utf-8 {path} > converted.txt")
+
+
 def iter_txt_pieces(path, chunk_chars=CHUNK_CHARS):
     """Stream one .txt document as text pieces that tokenize independently."""
     carry = ""
     with open(path, encoding="utf-8") as f:
         while True:
-            block = f.read(chunk_chars)
+            try:
+                block = f.read(chunk_chars)
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, e) from None
             if not block:
                 break
             carry += block
@@ -81,7 +90,7 @@ def iter_documents(paths, chunk_chars=CHUNK_CHARS):
     for path in paths:
         if path.endswith(".jsonl"):
             with open(path, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
+                for line_no, line in enumerate(_lines(f, path), 1):
                     if not line.strip():
                         continue
                     try:
@@ -89,6 +98,9 @@ def iter_documents(paths, chunk_chars=CHUNK_CHARS):
                     except (json.JSONDecodeError, KeyError, TypeError) as e:
                         raise SystemExit(f"error: {path}:{line_no} is not a JSON object with a 'text' field ({e}); "
                                          "fix or remove that line") from None
+                    if not isinstance(text, str):
+                        raise SystemExit(f"error: {path}:{line_no}: 'text' is a {type(text).__name__}, not a string; "
+                                         "fix or remove that line")
                     if text:
                         yield list(split_text(text, chunk_chars)), len(line.encode("utf-8"))
         elif path.endswith(".txt"):
@@ -96,6 +108,13 @@ def iter_documents(paths, chunk_chars=CHUNK_CHARS):
                 yield iter_txt_pieces(path, chunk_chars), None
         else:
             raise SystemExit(f"error: {path}: only .txt and .jsonl inputs are supported; convert it to one of them")
+
+
+def _lines(f, path):
+    try:
+        yield from f
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
 
 
 class BinWriter:
@@ -117,7 +136,7 @@ class BinWriter:
 
 def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, desc="tokenizing"):
     """Tokenize documents from `paths` into `writer`; returns the number of documents."""
-    enc = gpt2_encoding()
+    enc = tokenizer_or_exit()
     total_bytes = sum(os.path.getsize(p) for p in paths)
     n_docs = 0
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
@@ -149,12 +168,39 @@ def split_tail(train_path, val_path, val_tokens):
     os.truncate(train_path, start * itemsize)
 
 
-def write_meta(out_dir, train_tokens, val_tokens, **extra):
+def write_meta(path, train_tokens, val_tokens, **extra):
     meta = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "dtype": np.dtype(BIN_DTYPE).name,
             "eot_token": EOT_TOKEN, "train_tokens": int(train_tokens), "val_tokens": int(val_tokens), **extra}
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(meta, f, indent=2)
     return meta
+
+
+OUTPUTS = ("train.bin", "val.bin", "meta.json")
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir):
+    """Paths to write train.bin, val.bin and meta.json to. They replace the dataset's files only when the block
+    finishes, meta.json last; an error or Ctrl-C leaves the previous dataset as it was. (A kill between the
+    renames leaves bins that disagree with meta.json, which the trainer detects.)"""
+    os.makedirs(out_dir, exist_ok=True)
+    staged = {name: os.path.join(out_dir, f".{name}.part") for name in OUTPUTS}
+    try:
+        yield staged
+        for name in OUTPUTS:
+            os.replace(staged[name], os.path.join(out_dir, name))
+    finally:
+        for path in staged.values():
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def tokenizer_or_exit():
+    try:
+        return gpt2_encoding()
+    except TokenizerUnavailable as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def prepare(name, inputs, out_root, val_fraction=0.005, val_inputs=None, chunk_chars=CHUNK_CHARS):
@@ -164,28 +210,30 @@ def prepare(name, inputs, out_root, val_fraction=0.005, val_inputs=None, chunk_c
     if not val_inputs and not 0.0 < val_fraction < 1.0:
         raise SystemExit(f"error: --val_fraction must be between 0 and 1 (got {val_fraction}), or give --val_input")
     out_dir = os.path.join(out_root, name)
-    os.makedirs(out_dir, exist_ok=True)
-    train_path, val_path = os.path.join(out_dir, "train.bin"), os.path.join(out_dir, "val.bin")
-
-    train = BinWriter(train_path)
-    n_docs = encode_documents(inputs, train, chunk_chars=chunk_chars, desc="train")
-    train.close()
-    if val_inputs:
-        val = BinWriter(val_path)
-        n_val_docs = encode_documents(val_inputs, val, chunk_chars=chunk_chars, desc="val")
-        val.close()
-        train_tokens, val_tokens = train.count, val.count
-    else:
-        n_val_docs = None
-        val_tokens = int(train.count * val_fraction)
-        split_tail(train_path, val_path, val_tokens)
-        train_tokens = train.count - val_tokens
-    if train_tokens == 0 or val_tokens == 0:
-        empty = "train" if train_tokens == 0 else "val"
-        raise SystemExit(f"error: the {empty} split of {name} is empty ({train_tokens} train / {val_tokens} val "
-                         "tokens); give more text, a larger --val_fraction, or a --val_input file")
-    meta = write_meta(out_dir, train_tokens, val_tokens, documents=n_docs, val_documents=n_val_docs,
-                      sources=[os.path.abspath(p) for p in inputs])
+    with staged_outputs(out_dir) as paths:
+        train = BinWriter(paths["train.bin"])
+        try:
+            n_docs = encode_documents(inputs, train, chunk_chars=chunk_chars, desc="train")
+        finally:
+            train.close()
+        if val_inputs:
+            val = BinWriter(paths["val.bin"])
+            try:
+                n_val_docs = encode_documents(val_inputs, val, chunk_chars=chunk_chars, desc="val")
+            finally:
+                val.close()
+            train_tokens, val_tokens = train.count, val.count
+        else:
+            n_val_docs = None
+            val_tokens = int(train.count * val_fraction)
+            split_tail(paths["train.bin"], paths["val.bin"], val_tokens)
+            train_tokens = train.count - val_tokens
+        if train_tokens == 0 or val_tokens == 0:
+            empty = "train" if train_tokens == 0 else "val"
+            raise SystemExit(f"error: the {empty} split of {name} is empty ({train_tokens} train / {val_tokens} val "
+                             "tokens); give more text, a larger --val_fraction, or a --val_input file")
+        meta = write_meta(paths["meta.json"], train_tokens, val_tokens, documents=n_docs, val_documents=n_val_docs,
+                          sources=[os.path.abspath(p) for p in inputs])
     print(f"{name}: {n_docs:,} documents -> {train_tokens:,} train tokens, {val_tokens:,} val tokens in {out_dir}")
     return meta
 

@@ -114,6 +114,33 @@ def test_generic_prepare_errors(tmp_path):
         generic.prepare("x", [str(bad)], str(tmp_path))
 
 
+def test_failed_preparation_keeps_the_previous_dataset(tmp_path):
+    """Every failure (bad JSONL, a non-string text, non-UTF-8 input, an empty split) leaves the dataset made
+    before it byte for byte, and no partial file."""
+    good = tmp_path / "good.txt"
+    good.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200, encoding="utf-8")
+    generic.prepare("mine", [str(good)], str(tmp_path), val_fraction=0.1)
+    folder = tmp_path / "mine"
+    before = {name: (folder / name).read_bytes() for name in ("train.bin", "val.bin", "meta.json")}
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"text": "fine"}\n{"text": "also fine"}\nnot json\n', encoding="utf-8")
+    number = tmp_path / "number.jsonl"
+    number.write_text('{"text": 123}\n', encoding="utf-8")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 10)
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hi", encoding="utf-8")
+    for inputs, message in (([good, bad_json], "bad.jsonl:3 is not a JSON object with a 'text' field"),
+                            ([number], "number.jsonl:1: 'text' is a int, not a string; fix or remove that line"),
+                            ([good, latin1], "latin1.txt is not UTF-8 text \\(invalid continuation byte at byte 3\\); "
+                                             "convert it first, e.g. iconv -f latin1 -t utf-8"),
+                            ([tiny], "val split of mine is empty")):
+        with pytest.raises(SystemExit, match=message):
+            generic.prepare("mine", [str(p) for p in inputs], str(tmp_path), val_fraction=0.1)
+        assert {name: (folder / name).read_bytes() for name in before} == before
+        assert sorted(os.listdir(folder)) == ["meta.json", "train.bin", "val.bin"]
+
+
 def test_large_txt_streams_in_bounded_memory(tmp_path):
     """A 40 MB file through 1 MB chunks: peak memory of the process grows far less than the file."""
     import subprocess

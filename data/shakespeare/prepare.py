@@ -13,8 +13,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from data.prepare import BinWriter, split_text, write_meta  # noqa: E402
-from tokenizer import gpt2_encoding  # noqa: E402
+from data.prepare import BinWriter, split_text, staged_outputs, tokenizer_or_exit, write_meta  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9
@@ -44,15 +43,16 @@ def prepare(input_path=None, out_dir=HERE):
     with open(input_path, encoding="utf-8") as f:
         text = f.read()
     n = len(text)
-    enc = gpt2_encoding()
+    enc = tokenizer_or_exit()
     counts = {}
-    for split, part in (("train", text[:int(n * TRAIN_FRACTION)]), ("val", text[int(n * TRAIN_FRACTION):])):
-        writer = BinWriter(os.path.join(out_dir, f"{split}.bin"))
-        for piece in split_text(part):
-            writer.write(enc.encode_ordinary(piece))
-        writer.close()
-        counts[split] = writer.count
-    write_meta(out_dir, counts["train"], counts["val"], source=os.path.abspath(input_path))
+    with staged_outputs(out_dir) as paths:
+        for split, part in (("train", text[:int(n * TRAIN_FRACTION)]), ("val", text[int(n * TRAIN_FRACTION):])):
+            writer = BinWriter(paths[f"{split}.bin"])
+            for piece in split_text(part):
+                writer.write(enc.encode_ordinary(piece))
+            writer.close()
+            counts[split] = writer.count
+        write_meta(paths["meta.json"], counts["train"], counts["val"], source=os.path.abspath(input_path))
     print(f"shakespeare: {counts['train']:,} train tokens, {counts['val']:,} val tokens in {out_dir}")
     return counts
 
