@@ -171,6 +171,13 @@ def complete_tags(out_dir):
     return [name for _, name in sorted(tags)]
 
 
+def saved_tags(out_dir):
+    """Every complete tag in out_dir (iter_*, best, final, ...), sorted by name."""
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    return [n for n in names if not n.startswith((TMP_PREFIX, OLD_PREFIX)) and n != UNIVERSAL_DIR
+            and read_marker(os.path.join(out_dir, n)) is not None]
+
+
 def read_latest(out_dir):
     try:
         with open(os.path.join(out_dir, LATEST)) as f:
@@ -179,20 +186,28 @@ def read_latest(out_dir):
         return None
 
 
+def other_tags(tag_dir):
+    """The fix to suggest when tag_dir cannot be used: the run's other complete tags."""
+    out_dir, tag = os.path.split(os.path.normpath(tag_dir))
+    others = [t for t in saved_tags(out_dir) if t != tag]
+    return f"choose another tag: {', '.join(others)}" if others else f"{out_dir} holds no other complete tag"
+
+
 def verify(tag_dir):
     """The completion marker, after checking that every file it lists is there at its recorded size."""
+    if not os.path.isdir(tag_dir):
+        raise CheckpointError(f"checkpoint {tag_dir} does not exist; {other_tags(tag_dir)}")
     marker = read_marker(tag_dir)
     if marker is None:
-        raise CheckpointError(f"checkpoint {tag_dir} is incomplete (no {COMPLETE}); it was interrupted while "
-                              "saving: resume from another tag with --resume_tag=iter_N")
+        raise CheckpointError(f"checkpoint {tag_dir} is incomplete (no {COMPLETE}): it was interrupted while "
+                              f"saving; {other_tags(tag_dir)}")
     for name, size in marker["files"].items():
         path = os.path.join(tag_dir, name)
         if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint file {path} is missing; restore it or resume from another tag "
-                                  "with --resume_tag=iter_N")
+            raise CheckpointError(f"checkpoint file {path} is missing; restore it, or {other_tags(tag_dir)}")
         if os.path.getsize(path) != size:
-            raise CheckpointError(f"checkpoint file {path} is truncated or corrupted ({os.path.getsize(path):,} "
-                                  f"bytes, {size:,} when saved); resume from another tag with --resume_tag=iter_N")
+            raise CheckpointError(f"checkpoint file {path} is truncated ({os.path.getsize(path):,} bytes, "
+                                  f"{size:,} when saved); {other_tags(tag_dir)}")
     return marker
 
 
@@ -214,9 +229,6 @@ def resolve_resume(out_dir, tag=None):
             raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
                                   "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")
         tag = tags[-1]
-    if not os.path.isdir(tag_dir(out_dir, tag)):
-        raise CheckpointError(f"checkpoint {os.path.join(out_dir, tag)} does not exist; pick a tag that does "
-                              f"({', '.join(sorted(os.listdir(out_dir))) if os.path.isdir(out_dir) else 'none'})")
     return tag, verify(tag_dir(out_dir, tag))
 
 
@@ -225,8 +237,8 @@ def load_rank_state(tag_dir, rank):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"checkpoint file {path} could not be read ({type(e).__name__}: {e}); resume from "
-                              "another tag with --resume_tag=iter_N") from None
+        raise CheckpointError(f"checkpoint file {path} could not be read ({type(e).__name__}: {e}); "
+                              f"{other_tags(tag_dir)}") from None
 
 
 # -----------------------------------------------------------------------------
@@ -312,9 +324,10 @@ def fp32_state_dict(out_dir, tag):
     """Full fp32 weights (our parameter names) from a ZeRO checkpoint, through DeepSpeed's zero_to_fp32.
     The shards are memory-mapped and each tensor materialised once, so memory stays near one fp32 copy."""
     import sys
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     verify(os.path.join(out_dir, tag))
-    with contextlib.redirect_stdout(sys.stderr):  # its progress notes must not mix with sample.py's text
+    # DeepSpeed's notes (its accelerator choice at import, its progress) must not mix with sample.py's text
+    with contextlib.redirect_stdout(sys.stderr):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
     state, done = {}, {}
     for name, tensor in lazy.items():

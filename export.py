@@ -30,7 +30,11 @@ def export_hf(state_dict, config, out_dir):
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config(config), f, indent=2)
     tensors = dict(to_hf_tensors(state_dict, config.vocab_size, in_place=True))
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    weights = os.path.join(out_dir, "model.safetensors")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(weights, 0o666 & ~umask)  # safetensors 0.8 creates the file with mode 0600, whatever the umask
     if save_hf_tokenizer_files(out_dir):
         with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
             json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size,

@@ -383,11 +383,13 @@ def resolve_pretrained(name_or_dir):
             config_path = cached_file(name_or_dir, "config.json")
             weights_path = cached_file(name_or_dir, "model.safetensors")
         except OSError as e:
-            raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache ({e}); "
+            first_line = (str(e).splitlines() or [""])[0]
+            raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache "
+                                     f"({first_line}); "
                                      "connect to the internet once, or give a local directory") from None
     else:
-        raise PretrainedNotFound(f"unknown model {name_or_dir!r}: use one of {', '.join(GPT2_SIZES)}, "
-                                 "a local Hugging Face GPT-2 directory, 'scratch' or 'resume'")
+        raise PretrainedNotFound(f"unknown model {name_or_dir!r}: use one of {', '.join(GPT2_SIZES)} or a local "
+                                 "Hugging Face GPT-2 directory")
     with open(config_path) as f:
         hf_json = json.load(f)
     if hf_json.get("model_type", "gpt2") != "gpt2":

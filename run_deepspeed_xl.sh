@@ -16,6 +16,7 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
 die() { echo "error: $*" >&2; exit 2; }
+[[ -z ${NUM_GPUS:-} || $NUM_GPUS =~ ^[1-9][0-9]*$ ]] || die "NUM_GPUS must be a whole number >= 1, got '$NUM_GPUS'"
 command -v deepspeed >/dev/null 2>&1 || die "deepspeed is not installed; run: pip install -r requirements.txt"
 
 CONFIG=config/finetune_shakespeare_xl.py

@@ -28,13 +28,39 @@ use_cache = True
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
 
+def check_settings(C):
+    """Settings outside what they can mean, and a device this machine lacks: one-line errors."""
+    from train_deepspeed import DTYPES, InputError
+    if C["dtype"] not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {C['dtype']!r}")
+    for key, ok, allowed in (("temperature", C["temperature"] >= 0, ">= 0 (0 = greedy)"),
+                             ("top_k", C["top_k"] >= 0, ">= 0 (0 = off)"),
+                             ("top_p", 0 < C["top_p"] <= 1, "in (0, 1] (1 = off)"),
+                             ("num_samples", C["num_samples"] >= 1, ">= 1"),
+                             ("max_new_tokens", C["max_new_tokens"] >= 0, ">= 0")):
+        if not ok:
+            raise InputError(f"setting {key} must be {allowed}, got {C[key]!r}")
+    try:
+        device = torch.device(C["device"])
+    except RuntimeError:
+        raise InputError(f"device {C['device']!r} is not a device name; use --device=cpu or --device=cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device={C['device']} but this machine has no CUDA GPU that torch can use; "
+                         "use --device=cpu")
+
+
 def load(init_from):
     """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory or a GPT-2 name."""
+    import os
     import checkpoint as ckpt
-    from model import GPT
+    from model import GPT, GPT2_SIZES
+    from train_deepspeed import InputError
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
+    if not os.path.isdir(init_from) and init_from not in GPT2_SIZES:
+        raise InputError(f"init_from {init_from!r} is not a run's out_dir (or out_dir/tag), a Hugging Face GPT-2 "
+                         f"directory or one of {', '.join(GPT2_SIZES)}; check the path")
     return GPT.from_pretrained(init_from)
 
 
@@ -52,6 +78,7 @@ def main(argv):
     from tokenizer import gpt2_encoding
     try:
         C = parse_config(argv, DEFAULTS)
+        check_settings(C)
         model = load(C["init_from"])
         enc = gpt2_encoding()
         ids = prompt_ids(C["start"], enc)

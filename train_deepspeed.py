@@ -157,6 +157,34 @@ def check_setting(key, value, defaults, source):
     return value
 
 
+def check_ranges(cfg):
+    """Settings of the right type but outside what they can mean: an error naming the setting and its range."""
+    rules = [
+        ("learning_rate", lambda v: v >= 0, ">= 0"), ("min_lr", lambda v: v >= 0, ">= 0"),
+        ("weight_decay", lambda v: v >= 0, ">= 0"), ("beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("beta2", lambda v: 0 <= v < 1, "in [0, 1)"), ("grad_clip", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+        ("dropout", lambda v: 0 <= v < 1, "in [0, 1)"), ("warmup_iters", lambda v: v >= 0, ">= 0"),
+        ("lr_decay_iters", lambda v: v >= 0, ">= 0 (0 = max_iters)"), ("max_iters", lambda v: v >= 0, ">= 0"),
+        ("eval_interval", lambda v: v >= 1, ">= 1"), ("block_size", lambda v: v >= 1, ">= 1"),
+        ("log_interval", lambda v: v >= 1, ">= 1"),
+        ("eval_iters", lambda v: v == -1 or v >= 1, "-1 (all of val) or >= 1"),
+        ("keep_last_n", lambda v: v >= 0, ">= 0 (0 keeps every iter_N)"),
+        ("gradient_checkpointing", lambda v: v >= -1, "-1 (all blocks), 0 (none) or a number of blocks"),
+        ("patience", lambda v: v >= 0, ">= 0 (0 = never stop early)"),
+        ("max_runtime", lambda v: v >= 0, ">= 0 hours (0 = no limit)"),
+        ("max_consecutive_nonfinite", lambda v: v >= 1, ">= 1"),
+        ("dist_timeout_minutes", lambda v: v > 0, "> 0"), ("max_gpu_memory_gb", lambda v: v >= 0, ">= 0 (0 = no cap)"),
+        ("n_layer", lambda v: v >= 1, ">= 1"), ("n_head", lambda v: v >= 1, ">= 1"),
+        ("n_embd", lambda v: v >= 1, ">= 1"),
+    ]
+    for key, ok, allowed in rules:
+        if not ok(cfg[key]):
+            raise InputError(f"setting {key} must be {allowed}, got {cfg[key]!r}")
+    if cfg["init_from"] == "scratch" and cfg["n_embd"] % cfg["n_head"]:
+        raise InputError(f"n_embd {cfg['n_embd']} is not a multiple of n_head {cfg['n_head']}; each head gets "
+                         "n_embd / n_head channels (GPT-2: 768 / 12)")
+
+
 def derive_batch(cfg, world_size):
     """(micro-batch, accumulation steps, sequences per iteration), checked against target_batch_size."""
     mb, ga = cfg["batch_size"], cfg["gradient_accumulation_steps"]
@@ -260,6 +288,14 @@ def dataset_dir(name):
     return name if os.path.isdir(name) else os.path.join(REPO, "data", name)
 
 
+def prepare_command(name, folder):
+    """How to (re)make a dataset's bins: its own prepare.py if it has one (shakespeare), else data/prepare.py."""
+    own = os.path.join(folder, "prepare.py")
+    if os.path.isfile(own):
+        return f"python {os.path.relpath(own)}"
+    return f"python data/prepare.py --name {name} --input FILES"
+
+
 def load_split(name, split, block_size, vocab_size):
     """The memmapped token bin of one split, checked so that training cannot fail on it later."""
     folder = dataset_dir(name)
@@ -268,14 +304,23 @@ def load_split(name, split, block_size, vocab_size):
         raise InputError(f"dataset {name!r} not found ({folder} does not exist); prepare it with "
                          f"`python data/shakespeare/prepare.py` or `python data/prepare.py --name {name} --input ...`")
     if not os.path.isfile(path):
-        raise InputError(f"{path} is missing; prepare the dataset again (data/prepare.py writes train.bin and val.bin)")
+        raise InputError(f"{path} is missing; prepare the dataset with `{prepare_command(name, folder)}`")
     size = os.path.getsize(path)
     if size % 2:
         raise InputError(f"{path} has {size} bytes, not a multiple of 2: it is not a uint16 token file (truncated "
-                         "or another dtype); prepare the dataset again")
+                         f"or another dtype); prepare the dataset again with `{prepare_command(name, folder)}`")
     if size == 0:
         raise InputError(f"the {split} split {path} is empty; prepare the dataset with more text or a larger "
                          "--val_fraction")
+    try:
+        with open(os.path.join(folder, "meta.json")) as f:
+            recorded = json.load(f).get(f"{split}_tokens")
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # bins made by other tools come without meta.json
+    if recorded is not None and recorded != size // 2:
+        raise InputError(f"{path} has {size // 2:,} tokens but {folder}/meta.json says {recorded:,}: the bins and "
+                         f"meta.json come from different or interrupted preparations; prepare the dataset again "
+                         f"with `{prepare_command(name, folder)}`")
     data = np.memmap(path, dtype=np.uint16, mode="r")
     if len(data) < block_size + 1:
         raise InputError(f"{path} has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}; use a smaller "
@@ -388,8 +433,9 @@ class Progress:
 
 def parse_faults(spec):
     """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
-    loss, an exception, SIGKILL inside a save, 'hang' (sleep for an hour) or 'minscale' (DeepSpeed's exception at
-    the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
+    loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would), 'hang' (sleep for an
+    hour) or 'minscale' (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns
+    {kind: [(first, last, rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
         kind, _, where = item.partition("@")
@@ -683,15 +729,13 @@ def resolve_init(C):
         return tag, marker, marker["model_config"]["block_size"]
     if C.init_from == "scratch":
         return None, None, C.block_size
-    if C.init_from in GPT2_SIZES:
-        return None, None, 1024  # every GPT-2 size has 1024 positions
     source_dir, tag = ckpt.split_checkpoint_path(C.init_from)
     if source_dir is not None:
         try:
             return None, None, ckpt.verify(os.path.join(source_dir, tag))["model_config"]["block_size"]
         except ckpt.CheckpointError as e:
             raise InputError(str(e)) from None
-    if not os.path.isdir(C.init_from):
+    if not os.path.isdir(C.init_from) and C.init_from not in GPT2_SIZES:
         raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
     try:
@@ -825,8 +869,7 @@ def run(argv):
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {C.dtype!r}")
     if C.lr_schedule not in LR_SCHEDULES:
         raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {C.lr_schedule!r}")
-    if C.max_iters < 0 or C.eval_interval < 1 or C.block_size < 1:
-        raise InputError("max_iters must be >= 0 and eval_interval, block_size >= 1")
+    check_ranges(cfg)
     if not 0 <= C.profile_iteration <= C.max_iters:
         raise InputError(f"profile_iteration {C.profile_iteration} is never reached: iterations run 1 to "
                          f"{C.max_iters}; choose one in that range (after the first few, which warm up), or 0 for none")
@@ -857,21 +900,17 @@ def run(argv):
 
     import checkpoint as ckpt
     resume_tag, resume_marker, context = resolve_init(C)
+    if resume_marker is None and (ckpt.read_latest(C.out_dir) or ckpt.saved_tags(C.out_dir)):
+        held = ", ".join(ckpt.saved_tags(C.out_dir)) or f"latest = {ckpt.read_latest(C.out_dir)}"
+        raise InputError(f"out_dir {C.out_dir} already holds a run's checkpoints ({held}), which a new run would "
+                         "replace; continue that run with --init_from=resume, or start afresh in another --out_dir "
+                         "(or delete that one)")
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
                          f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
     if C.block_size > context:
         raise InputError(f"block_size {C.block_size} exceeds the model's context of {context} tokens; use "
                          f"--block_size={context} or less")
-    try:
-        os.makedirs(C.out_dir, exist_ok=True)
-        probe = os.path.join(C.out_dir, f".write-test-{rank}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise InputError(f"out_dir {C.out_dir} is not writable ({e.strerror}); choose another --out_dir") from None
-
     vocab_size = resume_marker["model_config"]["vocab_size"] if resume_marker else 50257
     datasets = parse_datasets(C.dataset)
     splits = {"train": {}, "val": {}}
@@ -882,6 +921,16 @@ def run(argv):
         splits["val"][name] = (val, weight, val_starts)
         # the train loss is estimated on as many windows as val gets, spread over the (often far larger) train split
         splits["train"][name] = (train, weight, eval_starts(len(train), C.block_size, len(val_starts)))
+
+    # out_dir is made only now, so that the bad input caught above leaves nothing behind
+    try:
+        os.makedirs(C.out_dir, exist_ok=True)
+        probe = os.path.join(C.out_dir, f".write-test-{rank}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"out_dir {C.out_dir} is not writable ({e.strerror}); choose another --out_dir") from None
 
     # ---- the process group, with the timeout actually applied to it
     import deepspeed
@@ -957,15 +1006,18 @@ def run(argv):
 
     # ---- state of the loop, restored on resume
     state = {"iter": 0, "lr_step": 0, "best_val_loss": float("inf"), "evals_without_improvement": 0,
-             "tokens_seen": 0, "skipped_steps": 0}
+             "tokens_seen": 0, "skipped_steps": 0, "last_eval_iter": -1}
     if resume_marker is not None:
         try:
             _, client_state = engine.load_checkpoint(load_dir, tag=resume_tag, load_optimizer_states=True,
                                                      load_lr_scheduler_states=False)
         except Exception as e:
+            first_line = (str(e).splitlines() or [""])[0]
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
-                             f"({type(e).__name__}: {e}); resume from another tag with --resume_tag=iter_N") from None
-        state.update(client_state["loop"])
+                             f"({type(e).__name__}: {first_line}); "
+                             f"{ckpt.other_tags(os.path.join(C.out_dir, resume_tag))}") from None
+        # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
+        state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"]})
         # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside
         # the parameters
         for param_state in getattr(optimizer, "optimizer", optimizer).state.values():
@@ -994,6 +1046,21 @@ def run(argv):
                f"{'; deterministic kernels' if C.deterministic else ''}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
+        if resume_marker is not None and "config" in resume_marker:
+            saved_seqs = derive_batch(resume_marker["config"], resume_marker["world_size"])[2]
+            if saved_seqs != seqs_per_iter:
+                print0(f"warning: {resume_tag} was trained with {saved_seqs} sequences per iteration, this run uses "
+                       f"{seqs_per_iter}; to keep it, pass --target_batch_size={saved_seqs} (with a batch_size x "
+                       "GPUs that divides it)")
+        latest = ckpt.read_latest(C.out_dir) if resume_marker is not None else None
+        newer = ckpt.read_marker(os.path.join(C.out_dir, latest)) if latest and latest != resume_tag else None
+        if newer and newer.get("iteration", 0) > resume_marker["iteration"]:
+            print0(f"warning: resuming from {resume_tag} (iteration {resume_marker['iteration']}) although latest is "
+                   f"{latest} (iteration {newer['iteration']}): this run's saves replace {latest} and the tags after "
+                   f"{resume_tag}")
+        if C.warmup_iters >= C.max_iters > 0:
+            print0(f"warning: warmup_iters {C.warmup_iters} >= max_iters {C.max_iters}: the learning rate never "
+                   f"reaches learning_rate {C.learning_rate:g}")
         print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per GPU (+ activations)")
         sizes = [f"{n} ({w:.0%}): {len(splits['train'][n][0]):,} train / {len(splits['val'][n][0]):,} val tokens"
                  for n, w in datasets]
@@ -1050,10 +1117,12 @@ def run(argv):
             last_step = it == C.max_iters
             state["iter"] = it
 
-            # evaluate (and checkpoint); a resumed run already did this for its first iteration
-            if (it % C.eval_interval == 0 or last_step) and not (resume_marker is not None and it == start_iter):
+            # evaluate (and checkpoint), unless the checkpoint this run resumed from was saved after this eval (a
+            # run stopped by a signal at an eval iteration saved before it)
+            if (it % C.eval_interval == 0 or last_step) and state["last_eval_iter"] != it:
                 t_eval = time.time()
                 losses, val_seconds = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
+                state["last_eval_iter"] = it
                 improved = losses["val"] < state["best_val_loss"]
                 if improved:
                     state["best_val_loss"] = losses["val"]
@@ -1093,6 +1162,8 @@ def run(argv):
                     loss = loss * float("nan")
                 if fault_at(faults, "crash", it, rank):
                     raise RuntimeError(f"injected crash on rank {rank} at iteration {it}")
+                if fault_at(faults, "sigterm", it, rank) and micro_step == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
                 if fault_at(faults, "hang", it, rank):
                     time.sleep(3600)
                 with record_function("backward"):

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import socket
 import statistics
 import subprocess
@@ -140,6 +141,7 @@ def parse(lines):
 def execute(run, gpu_ids, cpu, timeout, log_dir):
     """Run one launch; returns its summary. Output goes to log_dir/<name>.log."""
     cmd = command(run, gpu_ids, cpu)
+    shutil.rmtree(f"/tmp/bench-{run['name']}", ignore_errors=True)  # the trainer refuses an out_dir with checkpoints
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if cpu:
         env["DS_ACCELERATOR"] = "cpu"

@@ -31,6 +31,7 @@ for variant in "${variants[@]}"; do
         *) echo "unknown variant $variant"; exit 2 ;;
     esac
     d=/tmp/ab-$variant
+    rm -rf $d-s1 $d-s2 $d-h  # fresh runs: the trainer refuses an out_dir that holds checkpoints
     r $variant-straight "${args[@]}" --out_dir=$d-s1 --max_iters=8
     r $variant-again "${args[@]}" --out_dir=$d-s2 --max_iters=8
     python3 bench/same_checkpoints.py "$variant: two straight runs" $d-s1 $d-s2

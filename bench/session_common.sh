@@ -26,6 +26,7 @@ alternate() {  # GPUS SECONDS RUN...: bench.py's ours-<dtype>-GPUS for each RUN 
 curve_run() {  # TREE DTYPE GPU PORT SECONDS: in the background ($! is its process), the loss-curve run of this tree
                # ("new") or $BASE ("base") in DTYPE on GPU, its log $out/curve-DTYPE-TREE.log
     local tree=$1 dtype=$2 gpu=$3 port=$4 seconds=$5
+    rm -rf /tmp/curve-$dtype-$tree  # a fresh run each time: the trainer refuses an out_dir holding checkpoints
     (cd "$(tree_dir $tree)" && timeout "$seconds" python3 -m deepspeed.launcher.runner --include=localhost:$gpu \
         --master_port=$port train_deepspeed.py "${MEDIUM[@]}" --dtype=$dtype \
         --out_dir=/tmp/curve-$dtype-$tree) > "$out/curve-$dtype-$tree.log" 2>&1 &

@@ -49,7 +49,77 @@ def test_missing_dataset(tmp_path):
 def test_missing_bin(tmp_path):
     d = make_dataset(tmp_path / "d", range(1000), range(1000))
     os.remove(os.path.join(d, "val.bin"))
-    assert "val.bin is missing; prepare the dataset again" in error_of(base(tmp_path, d))
+    assert error_of(base(tmp_path, d)) == (f"{d}/val.bin is missing; prepare the dataset with "
+                                           "`python data/prepare.py --name " + d + " --input FILES`")
+    # a dataset with its own preparation script (as data/shakespeare) is pointed at that script
+    (tmp_path / "d" / "prepare.py").write_text("")
+    assert error_of(base(tmp_path, d)).endswith(f"prepare the dataset with `python {os.path.relpath(d)}/prepare.py`")
+    assert not os.path.exists(tmp_path / "out")  # out_dir is made only after the data checks
+
+
+def test_bins_disagreeing_with_meta(tmp_path):
+    """A preparation that died between its renames leaves bins that meta.json does not describe."""
+    d = make_dataset(tmp_path / "d", range(1000), range(500))
+    (tmp_path / "d" / "meta.json").write_text(json.dumps({"train_tokens": 1000, "val_tokens": 400}))
+    msg = error_of(base(tmp_path, d))
+    assert msg.startswith(f"{d}/val.bin has 500 tokens but {d}/meta.json says 400: the bins and meta.json come from")
+    (tmp_path / "d" / "meta.json").write_text(json.dumps({"train_tokens": 1000, "val_tokens": 500}))
+    with pytest.raises(Exception) as e:  # consistent: past the data checks (stopped by a later one)
+        T.run([*base(tmp_path, d), "--dtype=float16"])
+    assert "needs a GPU" in str(e.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("--learning_rate=-1.0", "setting learning_rate must be >= 0, got -1.0"),
+    ("--dropout=1.5", "setting dropout must be in [0, 1), got 1.5"),
+    ("--beta2=1.0", "setting beta2 must be in [0, 1), got 1.0"),
+    ("--eval_iters=0", "setting eval_iters must be -1 (all of val) or >= 1, got 0"),
+    ("--keep_last_n=-1", "setting keep_last_n must be >= 0 (0 keeps every iter_N), got -1"),
+    ("--gradient_checkpointing=-2", "setting gradient_checkpointing must be -1 (all blocks), 0 (none) or a number of "
+                                    "blocks, got -2"),
+    ("--max_iters=-1", "setting max_iters must be >= 0, got -1"),
+    ("--dist_timeout_minutes=0", "setting dist_timeout_minutes must be > 0, got 0.0"),
+    ("--n_head=3", "n_embd 64 is not a multiple of n_head 3; each head gets n_embd / n_head channels "
+                   "(GPT-2: 768 / 12)"),
+])
+def test_settings_out_of_range(tmp_path, shakespeare, setting, message):
+    assert error_of([*base(tmp_path, shakespeare), setting]) == message
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_new_run_refuses_an_out_dir_holding_checkpoints(tmp_path, shakespeare):
+    """A fresh run would replace final, best and latest of the run already there."""
+    out = tmp_path / "out"
+    for tag in ("best", "final", "iter_20"):
+        (out / tag).mkdir(parents=True)
+        marker = {"iteration": 20, "files": {}, "model_config": {"block_size": 64}}
+        (out / tag / ckpt.COMPLETE).write_text(json.dumps(marker))
+    (out / ckpt.LATEST).write_text("final")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    for init_from in ("scratch", str(out / "final")):
+        msg = error_of([*base(tmp_path, shakespeare), f"--init_from={init_from}"])
+        assert msg == (f"out_dir {out} already holds a run's checkpoints (best, final, iter_20), which a new run "
+                       "would replace; continue that run with --init_from=resume, or start afresh in another "
+                       "--out_dir (or delete that one)")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # an out_dir whose run never finished a save (only logs) is free for a new run: nothing there to lose
+    shutil.rmtree(out)
+    (out / "logs").mkdir(parents=True)
+    assert "needs a GPU" in error_of([*base(tmp_path, shakespeare), "--dtype=float16"])
+
+
+def test_resume_tag_that_does_not_exist(tmp_path, shakespeare):
+    out = tmp_path / "out"
+    for tag in ("best", "iter_4"):
+        (out / tag).mkdir(parents=True)
+        (out / tag / ckpt.COMPLETE).write_text(json.dumps({"files": {}, "model_config": {}}))
+    (out / "iter_8").mkdir()  # interrupted: no complete.json
+    (out / "logs").mkdir()
+    msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--resume_tag=iter_99"])
+    assert msg == f"checkpoint {out}/iter_99 does not exist; choose another tag: best, iter_4"
+    msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--resume_tag=iter_8"])
+    assert msg == (f"checkpoint {out}/iter_8 is incomplete (no complete.json): it was interrupted while saving; "
+                   "choose another tag: best, iter_4")
 
 
 def test_bin_shorter_than_block(tmp_path):
@@ -140,7 +210,8 @@ def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_pat
     shard = out / "final" / ckpt.zero_shard_name(1)
     shard.write_bytes(shard.read_bytes()[:1000])  # truncated
     msg = error_of([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--init_from=resume", "--max_iters=20"])
-    assert f"checkpoint file {shard} is truncated or corrupted" in msg and "--resume_tag=iter_N" in msg
+    assert f"checkpoint file {shard} is truncated (1,000 bytes" in msg and "; choose another tag: " in msg
+    assert "final" not in msg.split("choose another tag: ")[1].split(", ")  # the damaged tag is not suggested
 
     out2 = tmp_path / "out2"
     shutil.copytree(ref_out, out2, symlinks=True)
@@ -162,3 +233,31 @@ def test_missing_logging_package_is_a_clear_error(tmp_path, shakespeare, monkeyp
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
     msg = error_of([*base(tmp_path, shakespeare), "--wandb_log=True"])
     assert msg.startswith("wandb_log=True needs the wandb package: pip install wandb")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temperature=-1.0"], "error: setting temperature must be >= 0 (0 = greedy), got -1.0"),
+    (["--top_p=0.0"], "error: setting top_p must be in (0, 1] (1 = off), got 0.0"),
+    (["--dtype=fp16"], "error: dtype must be one of float16, bfloat16, float32, got 'fp16'"),
+    (["--device=cuda:0"], "error: --device=cuda:0 but this machine has no CUDA GPU that torch can use; "
+                          "use --device=cpu"),
+    (["--device=gpu"], "error: device 'gpu' is not a device name; use --device=cpu or --device=cuda"),
+    (["--init_from=scratch"], "error: init_from 'scratch' is not a run's out_dir (or out_dir/tag), a Hugging Face "
+                              "GPT-2 directory or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl; check the path"),
+])
+def test_sample_settings(argv, message, monkeypatch):
+    import sample
+    monkeypatch.setattr(sample.torch.cuda, "is_available", lambda: False)  # as on this CPU machine, also on a GPU one
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--device=cpu", "--dtype=float32", *argv])
+    assert e.value.code == message
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2"])
+def test_launcher_script_rejects_a_bad_num_gpus(value):
+    env = train_env({"NUM_GPUS": value, "PYTHON": sys.executable,
+                     "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    proc = subprocess.run(["./run_deepspeed_xl.sh", "config/cpu_tiny.py"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.stderr.strip().splitlines() == [f"error: NUM_GPUS must be a whole number >= 1, got '{value}'"]

@@ -34,6 +34,9 @@ def test_export_to_transformers_gives_the_same_logits(trained, tmp_path):
     hf_dir = tmp_path / "hf"
     run_py("export.py", out, "--tag", "final", "--hf", str(hf_dir))
     assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= set(os.listdir(hf_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (hf_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like config.json
     hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied stays tied
     idx = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(0))

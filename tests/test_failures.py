@@ -11,7 +11,7 @@ import pytest
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import REPO, TINY, assert_ok, iter_losses, launch, start, train_env
+from conftest import REPO, TINY, assert_ok, eval_losses, iter_losses, launch, start, train_env
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,30 @@ def test_sigterm_on_one_rank_saves_and_exits_75(shakespeare, tmp_path):
     assert n >= 3 and f"iter {n}/1000" in log and f"iter {n + 1}/1000" not in log  # finished the step it was in
     assert ckpt.read_latest(str(out)) == f"iter_{n}"
     assert ckpt.verify(str(out / f"iter_{n}"))["iteration"] == n
+
+
+def test_stop_at_an_eval_iteration_evaluates_it_on_resume(reference_run, shakespeare, tmp_path):
+    """A signal during iteration 6 saves iter_6 before its eval; the resumed run does that eval, with the loss the
+    uninterrupted run got there, and goes on as it did."""
+    _, ref_log = reference_run
+    out = tmp_path / "out"
+    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
+            "--eval_interval=6", "--lr_decay_iters=12"]
+    first = launch(args, env={"TRAIN_FAULT": "sigterm@5:1"})
+    assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
+    assert "stopped on SIGTERM after iteration 6" in first.stdout and "eval 6:" not in first.stdout
+    assert ckpt.read_latest(str(out)) == "iter_6"
+    resumed = launch([*args, "--init_from=resume"])
+    assert_ok(resumed)
+    assert sorted(eval_losses(resumed.stdout)) == [6, 12]
+    assert eval_losses(resumed.stdout) == {k: v for k, v in eval_losses(ref_log).items() if k in (6, 12)}
+    assert ckpt.read_latest(str(out)) == "final"
+    # going back to an earlier tag is allowed, and said
+    again = launch([*args, "--init_from=resume", "--resume_tag=iter_6"])
+    assert_ok(again)
+    assert ("warning: resuming from iter_6 (iteration 6) although latest is final (iteration 12): this run's saves "
+            "replace final and the tags after iter_6") in again.stdout
+    assert eval_losses(again.stdout)[12] == eval_losses(ref_log)[12]
 
 
 def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
