@@ -189,6 +189,7 @@ def read_latest(out_dir):
 def other_tags(tag_dir):
     """The fix to suggest when tag_dir cannot be used: the run's other complete tags."""
     out_dir, tag = os.path.split(os.path.normpath(tag_dir))
+    out_dir = out_dir or "."
     others = [t for t in saved_tags(out_dir) if t != tag]
     return f"choose another tag: {', '.join(others)}" if others else f"{out_dir} holds no other complete tag"
 
@@ -219,12 +220,12 @@ def tag_dir(out_dir, tag):
 
 
 def resolve_resume(out_dir, tag=None):
-    """(tag, marker) to resume from: the named tag, else `latest`, else the newest complete iter_* tag.
-    Only reads: it runs on every rank before rank 0 repairs what a kill left behind."""
+    """(tag, marker) to resume from: the named tag, else `latest`, else the newest complete iter_* tag, else a
+    complete `final`. Only reads: it runs on every rank before rank 0 repairs what a kill left behind."""
     if not tag:
         tag = read_latest(out_dir)
     if not tag:
-        tags = complete_tags(out_dir)
+        tags = complete_tags(out_dir) or [t for t in saved_tags(out_dir) if t == "final"]
         if not tags:
             raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
                                   "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")

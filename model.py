@@ -367,8 +367,9 @@ class PretrainedNotFound(RuntimeError):
     pass
 
 
-def resolve_pretrained(name_or_dir):
-    """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory."""
+def resolve_pretrained(name_or_dir, weights=True):
+    """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory; with weights=False only the
+    config is fetched (the weights file is None), to check a name before a long download."""
     if os.path.isdir(name_or_dir):
         config_path = os.path.join(name_or_dir, "config.json")
         weights = [os.path.join(name_or_dir, f) for f in ("model.safetensors", "pytorch_model.bin")]
@@ -381,11 +382,11 @@ def resolve_pretrained(name_or_dir):
         from transformers.utils import cached_file
         try:
             config_path = cached_file(name_or_dir, "config.json")
-            weights_path = cached_file(name_or_dir, "model.safetensors")
+            weights_path = cached_file(name_or_dir, "model.safetensors") if weights else None
         except OSError as e:
-            first_line = (str(e).splitlines() or [""])[0]
+            message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
             raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache "
-                                     f"({first_line}); "
+                                     f"({message}); "
                                      "connect to the internet once, or give a local directory") from None
     else:
         raise PretrainedNotFound(f"unknown model {name_or_dir!r}: use one of {', '.join(GPT2_SIZES)} or a local "

@@ -95,6 +95,12 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
+def one_line(error, limit=300):
+    """An exception's message on one line (its lines joined), cut at `limit` characters."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class InputError(Exception):
     """Bad input: reported in one line (by rank 0, or by every rank for a rank's own problem), exit code 2,
     nothing saved."""
@@ -293,7 +299,10 @@ def prepare_command(name, folder):
     own = os.path.join(folder, "prepare.py")
     if os.path.isfile(own):
         return f"python {os.path.relpath(own)}"
-    return f"python data/prepare.py --name {name} --input FILES"
+    if os.path.abspath(folder) == os.path.join(REPO, "data", name) and not os.path.isabs(name):
+        return f"python data/prepare.py --name {name} --input FILES"
+    parent, base = os.path.split(os.path.normpath(folder))
+    return f"python data/prepare.py --name {base} --out_root {parent or '.'} --input FILES"
 
 
 def load_split(name, split, block_size, vocab_size):
@@ -317,7 +326,7 @@ def load_split(name, split, block_size, vocab_size):
             recorded = json.load(f).get(f"{split}_tokens")
     except (OSError, ValueError, AttributeError):
         recorded = None  # bins made by other tools come without meta.json
-    if recorded is not None and recorded != size // 2:
+    if isinstance(recorded, int) and recorded != size // 2:
         raise InputError(f"{path} has {size // 2:,} tokens but {folder}/meta.json says {recorded:,}: the bins and "
                          f"meta.json come from different or interrupted preparations; prepare the dataset again "
                          f"with `{prepare_command(name, folder)}`")
@@ -739,7 +748,7 @@ def resolve_init(C):
         raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
     try:
-        return None, None, resolve_pretrained(C.init_from)[0]["n_positions"]
+        return None, None, resolve_pretrained(C.init_from, weights=False)[0]["n_positions"]
     except PretrainedNotFound as e:
         raise InputError(str(e)) from None
 
@@ -900,11 +909,14 @@ def run(argv):
 
     import checkpoint as ckpt
     resume_tag, resume_marker, context = resolve_init(C)
-    if resume_marker is None and (ckpt.read_latest(C.out_dir) or ckpt.saved_tags(C.out_dir)):
-        held = ", ".join(ckpt.saved_tags(C.out_dir)) or f"latest = {ckpt.read_latest(C.out_dir)}"
+    if resume_marker is None and ckpt.saved_tags(C.out_dir):
+        held = ", ".join(ckpt.saved_tags(C.out_dir))
         raise InputError(f"out_dir {C.out_dir} already holds a run's checkpoints ({held}), which a new run would "
                          "replace; continue that run with --init_from=resume, or start afresh in another --out_dir "
                          "(or delete that one)")
+    if resume_marker is None and ckpt.read_latest(C.out_dir):
+        raise InputError(f"{os.path.join(C.out_dir, ckpt.LATEST)} names {ckpt.read_latest(C.out_dir)}, which is not "
+                         "there; delete that file (or the out_dir) to start afresh there, or choose another --out_dir")
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
                          f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
@@ -1012,9 +1024,8 @@ def run(argv):
             _, client_state = engine.load_checkpoint(load_dir, tag=resume_tag, load_optimizer_states=True,
                                                      load_lr_scheduler_states=False)
         except Exception as e:
-            first_line = (str(e).splitlines() or [""])[0]
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
-                             f"({type(e).__name__}: {first_line}); "
+                             f"({type(e).__name__}: {one_line(e)}); "
                              f"{ckpt.other_tags(os.path.join(C.out_dir, resume_tag))}") from None
         # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
         state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"]})
@@ -1141,7 +1152,8 @@ def run(argv):
                         print0(f"early stop: val loss has not improved for {C.patience} evals")
                     save("final", also=("best",) if improved else ())
                     break
-                if it > start_iter and (improved or C.always_save_checkpoint):
+                # not at a fresh run's iteration 0; on a resume, this eval was missing from the checkpoint's state
+                if (it > start_iter or resume_marker is not None) and (improved or C.always_save_checkpoint):
                     save(f"iter_{it}", also=("best",) if improved else ())
                 t_last = time.time()  # the step timer measures training only
             if last_step:

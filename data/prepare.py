@@ -61,7 +61,7 @@ def _newlines_after(text, pos):
 
 
 def not_utf8(path, e):
-    return SystemExit(f"error: {path} is not UTF-8 text ({e.reason} at byte {e.start:,}); convert it first, "
+    return SystemExit(f"error: {path} is not UTF-8 text ({e.reason}); convert it first, "
                       f"e.g. iconv -f latin1 -t utf-8 {path} > converted.txt")
 
 

@@ -50,7 +50,7 @@ def test_missing_bin(tmp_path):
     d = make_dataset(tmp_path / "d", range(1000), range(1000))
     os.remove(os.path.join(d, "val.bin"))
     assert error_of(base(tmp_path, d)) == (f"{d}/val.bin is missing; prepare the dataset with "
-                                           "`python data/prepare.py --name " + d + " --input FILES`")
+                                           f"`python data/prepare.py --name d --out_root {tmp_path} --input FILES`")
     # a dataset with its own preparation script (as data/shakespeare) is pointed at that script
     (tmp_path / "d" / "prepare.py").write_text("")
     assert error_of(base(tmp_path, d)).endswith(f"prepare the dataset with `python {os.path.relpath(d)}/prepare.py`")
@@ -63,10 +63,13 @@ def test_bins_disagreeing_with_meta(tmp_path):
     (tmp_path / "d" / "meta.json").write_text(json.dumps({"train_tokens": 1000, "val_tokens": 400}))
     msg = error_of(base(tmp_path, d))
     assert msg.startswith(f"{d}/val.bin has 500 tokens but {d}/meta.json says 400: the bins and meta.json come from")
-    (tmp_path / "d" / "meta.json").write_text(json.dumps({"train_tokens": 1000, "val_tokens": 500}))
-    with pytest.raises(Exception) as e:  # consistent: past the data checks (stopped by a later one)
-        T.run([*base(tmp_path, d), "--dtype=float16"])
-    assert "needs a GPU" in str(e.value)
+    # consistent, or a count that is not a number: past the data checks, stopped by the out_dir check after them
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for val_tokens in (500, "500"):
+        (tmp_path / "d" / "meta.json").write_text(json.dumps({"train_tokens": 1000, "val_tokens": val_tokens}))
+        msg = error_of([*TINY, f"--dataset={d}", f"--out_dir={blocker}/out"])
+        assert msg.startswith(f"out_dir {blocker}/out is not writable")
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -102,13 +105,21 @@ def test_new_run_refuses_an_out_dir_holding_checkpoints(tmp_path, shakespeare):
                        "would replace; continue that run with --init_from=resume, or start afresh in another "
                        "--out_dir (or delete that one)")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
-    # an out_dir whose run never finished a save (only logs) is free for a new run: nothing there to lose
-    shutil.rmtree(out)
-    (out / "logs").mkdir(parents=True)
-    assert "needs a GPU" in error_of([*base(tmp_path, shakespeare), "--dtype=float16"])
+    # a `latest` naming a tag that is not there
+    shutil.rmtree(out / "final")
+    shutil.rmtree(out / "best")
+    shutil.rmtree(out / "iter_20")
+    assert error_of([*base(tmp_path, shakespeare)]) == (
+        f"{out}/latest names final, which is not there; delete that file (or the out_dir) to start afresh there, "
+        "or choose another --out_dir")
+    # an out_dir whose run never finished a save (only logs) is free for a new run: nothing there to lose (past
+    # the refusal, the next check stops it: an unknown dataset)
+    (out / ckpt.LATEST).unlink()
+    (out / "logs").mkdir()
+    assert error_of([*base(tmp_path, tmp_path / "nowhere")]).startswith("dataset ")
 
 
-def test_resume_tag_that_does_not_exist(tmp_path, shakespeare):
+def test_resume_tag_that_does_not_exist(tmp_path, shakespeare, monkeypatch):
     out = tmp_path / "out"
     for tag in ("best", "iter_4"):
         (out / tag).mkdir(parents=True)
@@ -120,6 +131,17 @@ def test_resume_tag_that_does_not_exist(tmp_path, shakespeare):
     msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--resume_tag=iter_8"])
     assert msg == (f"checkpoint {out}/iter_8 is incomplete (no complete.json): it was interrupted while saving; "
                    "choose another tag: best, iter_4")
+    # without `latest`, resume takes the newest complete iter_N, else a complete final (never best)
+    assert ckpt.resolve_resume(str(out))[0] == "iter_4"
+    shutil.rmtree(out / "iter_4")
+    with pytest.raises(ckpt.CheckpointError, match="holds no checkpoint"):
+        ckpt.resolve_resume(str(out))
+    (out / "final").mkdir()
+    (out / "final" / ckpt.COMPLETE).write_text(json.dumps({"files": {}, "model_config": {}}))
+    assert ckpt.resolve_resume(str(out))[0] == "final"
+    # an out_dir given as '.' still lists its tags
+    monkeypatch.chdir(out)
+    assert ckpt.other_tags("./iter_9") == "choose another tag: best, final"
 
 
 def test_bin_shorter_than_block(tmp_path):

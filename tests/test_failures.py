@@ -82,6 +82,7 @@ def test_stop_at_an_eval_iteration_evaluates_it_on_resume(reference_run, shakesp
     assert_ok(resumed)
     assert sorted(eval_losses(resumed.stdout)) == [6, 12]
     assert eval_losses(resumed.stdout) == {k: v for k, v in eval_losses(ref_log).items() if k in (6, 12)}
+    assert "saved iter_6 + best" in ref_log and "saved iter_6 + best" in resumed.stdout  # the eval improved: saved
     assert ckpt.read_latest(str(out)) == "final"
     # going back to an earlier tag is allowed, and said
     again = launch([*args, "--init_from=resume", "--resume_tag=iter_6"])
