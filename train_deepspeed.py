@@ -52,7 +52,7 @@ n_head = 12
 n_embd = 768
 bias = True
 dropout = 0.0
-gradient_checkpointing = 0  # blocks whose activations are recomputed in backward (0 = none, -1 = all)
+gradient_checkpointing = 0  # blocks recomputed in backward, from the first (0 = none; -1 or >= n_layer = all)
 compile = False  # torch.compile each transformer block
 fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU in cuBLASLt epilogues; cross-entropy, add + LayerNorm in Triton
 fused_norm = True  # with fused_kernels: the add + LayerNorm kernels (config/xl_24gb_2gpus.py turns them off)
