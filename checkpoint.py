@@ -153,6 +153,17 @@ def recover(out_dir):
     return notes
 
 
+def set_aside_logs(out_dir):
+    """Move the logs of an earlier run that left no checkpoint to logs.<time>/, so that a new run's curves start
+    empty (DeepSpeed's CSV monitor appends). Returns the new place, or None when there was nothing."""
+    logs = os.path.join(out_dir, "logs")
+    if not os.path.isdir(logs) or not os.listdir(logs):
+        return None
+    moved = f"{logs}.{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(logs, moved)
+    return moved
+
+
 def read_marker(tag_dir):
     try:
         with open(os.path.join(tag_dir, COMPLETE)) as f:

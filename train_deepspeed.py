@@ -962,6 +962,9 @@ def run(argv):
     if master:
         for note in ckpt.recover(C.out_dir):
             print0(f"checkpoint recovery: {note}")
+        moved = ckpt.set_aside_logs(C.out_dir) if resume_marker is None else None
+        if moved:
+            print0(f"the logs of an earlier run that saved no checkpoint moved to {moved}")
     dist.barrier()
     if not on_gpu:
         release_cpu_allreduce_buffer(rank)

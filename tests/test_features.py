@@ -91,10 +91,16 @@ def other_dataset(tmp_path_factory):
 
 def test_early_stopping_with_dataset_mixing(shakespeare, other_dataset, tmp_path):
     out = tmp_path / "out"
+    (out / "logs" / "csv").mkdir(parents=True)  # an earlier run here that failed before its first checkpoint
+    (out / "logs" / "csv" / "Train_loss.csv").write_text("step,value\n999,42.0\n")
     proc = launch([*TINY, f"--dataset={shakespeare}:0.5,{other_dataset}:0.5", f"--out_dir={out}",
                    "--learning_rate=0.0", "--min_lr=0.0", "--max_iters=20", "--eval_interval=2", "--patience=2"])
     assert_ok(proc)
     log = proc.stdout
+    moved = [p for p in out.iterdir() if p.name.startswith("logs.")]
+    assert len(moved) == 1 and f"the logs of an earlier run that saved no checkpoint moved to {moved[0]}" in log
+    assert (moved[0] / "csv" / "Train_loss.csv").read_text() == "step,value\n999,42.0\n"
+    assert "999," not in (out / "logs" / "csv" / "Train_loss.csv").read_text()  # this run's curve starts empty
     evals = eval_losses(log)
     assert sorted(evals) == [0, 2, 4]  # no improvement at 2 and 4: patience 2 stops at the eval of iteration 4
     assert "early stop: val loss has not improved for 2 evals" in log
