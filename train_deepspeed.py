@@ -781,6 +781,16 @@ def apply_collective_timeout(timeout):
         c10d.default_pg_nccl_timeout = timeout
 
 
+def stale_build_locks(root=None, max_age_s=600):
+    """Lock files of torch extension builds (DeepSpeed's ops, fused_dense) older than max_age_s. A build that was
+    killed leaves its lock behind and every later build of that extension waits on it for ever."""
+    import glob
+    from torch.utils.cpp_extension import get_default_build_root
+    root = root or os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    now = time.time()
+    return sorted(p for p in glob.glob(os.path.join(root, "*", "*", "lock")) if now - os.path.getmtime(p) > max_age_s)
+
+
 def release_cpu_allreduce_buffer(rank):
     """DeepSpeed's CPU accelerator maps a 66 MB shared-memory buffer per rank and never unlinks it, so every run
     would leave its buffers in /dev/shm (that is, in RAM). After the barrier that follows init every rank has
@@ -956,6 +966,9 @@ def run(argv):
         torch.backends.cudnn.allow_tf32 = True
     if C.deterministic:
         use_deterministic_kernels()
+    for lock in stale_build_locks() if local_rank == 0 else ():
+        print(f"warning: {lock} is over 10 minutes old: a killed build of a torch extension leaves it, and the build "
+              "of that extension (next) then waits for ever; delete it unless a build is running", flush=True)
     apply_collective_timeout(timedelta(minutes=C.dist_timeout_minutes))
     deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")

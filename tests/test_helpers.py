@@ -1,6 +1,7 @@
 """Pure helpers of train_deepspeed.py: configuration, batch arithmetic, LR schedule, batches, eval windows."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -233,3 +234,15 @@ def test_every_shipped_config_file_parses():
     assert not small_cards["pinned_checkpoint_copies"] and not small_cards["fused_norm"]
     large_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_141gb.py")])
     assert (large_cards["batch_size"], large_cards["target_batch_size"]) == (32, 128)
+
+
+def test_stale_build_locks(tmp_path):
+    """An interrupted torch extension build leaves root/<python+cuda>/<name>/lock; old ones are reported."""
+    import time
+    old, fresh = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "cpu_adam" / "lock"
+    for lock in (old, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.write_text("")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert T.stale_build_locks(str(tmp_path)) == [str(old)]
+    assert T.stale_build_locks(str(tmp_path), max_age_s=7200) == []
