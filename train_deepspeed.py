@@ -787,8 +787,10 @@ def stale_build_locks(root=None, max_age_s=600):
     import glob
     from torch.utils.cpp_extension import get_default_build_root
     root = root or os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    # root/<name>/lock under $TORCH_EXTENSIONS_DIR, root/<python>_<cuda>/<name>/lock under the default root
+    locks = glob.glob(os.path.join(root, "*", "lock")) + glob.glob(os.path.join(root, "*", "*", "lock"))
     now = time.time()
-    return sorted(p for p in glob.glob(os.path.join(root, "*", "*", "lock")) if now - os.path.getmtime(p) > max_age_s)
+    return sorted(p for p in locks if now - os.path.getmtime(p) > max_age_s)
 
 
 def release_cpu_allreduce_buffer(rank):

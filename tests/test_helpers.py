@@ -240,9 +240,11 @@ def test_stale_build_locks(tmp_path):
     """An interrupted torch extension build leaves root/<python+cuda>/<name>/lock; old ones are reported."""
     import time
     old, fresh = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "cpu_adam" / "lock"
-    for lock in (old, fresh):
+    flat = tmp_path / "gpt2_fused_dense" / "lock"  # the layout under $TORCH_EXTENSIONS_DIR
+    for lock in (old, fresh, flat):
         lock.parent.mkdir(parents=True)
         lock.write_text("")
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
-    assert T.stale_build_locks(str(tmp_path)) == [str(old)]
+    for lock in (old, flat):
+        os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    assert T.stale_build_locks(str(tmp_path)) == sorted([str(flat), str(old)])
     assert T.stale_build_locks(str(tmp_path), max_age_s=7200) == []
