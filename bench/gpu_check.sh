@@ -24,13 +24,15 @@ run() {  # name, then arguments for train_deepspeed.py
     echo "   exit $?"
 }
 rm -rf "$WORK"/*
+NAN_RANK=$(( $(tr -cd , <<<"$GPUS" | wc -c) ))  # the last rank
 # deterministic=True: without it two GPU runs from one seed differ in the last bits (bench/NOTES.md, Determinism)
 run fp16-straight "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-a" --deterministic=True
-run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=20 --out_dir="$WORK/fp16-b" --deterministic=True
+# stopped by SIGTERM (on the last rank) during iteration 20: iter_20 is saved before its eval, which the resume does
+TRAIN_FAULT=sigterm@19:$NAN_RANK run fp16-first-half "${MEDIUM[@]}" --dtype=float16 --max_iters=40 \
+    --out_dir="$WORK/fp16-b" --deterministic=True
 run fp16-resumed "${MEDIUM[@]}" --dtype=float16 --max_iters=40 --out_dir="$WORK/fp16-b" --init_from=resume \
     --deterministic=True
 run bf16-straight "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=40 --out_dir="$WORK/bf16"
-NAN_RANK=$(( $(tr -cd , <<<"$GPUS" | wc -c) ))  # the last rank
 TRAIN_FAULT=nan@3:$NAN_RANK run bf16-nan "${MEDIUM[@]}" --dtype=bfloat16 --max_iters=8 --eval_interval=100 --eval_iters=4 \
     --out_dir="$WORK/nan" --save_checkpoints=False
 run xl-fp16 --init_from=scratch --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=16 --target_batch_size=64 \
@@ -70,8 +72,12 @@ for name in ("fp16-straight", "bf16-straight"):
 a, b = losses(log("fp16-straight")), losses(log("fp16-resumed"))
 common = sorted(set(a) & set(b))
 diff = max(abs(a[i] - b[i]) for i in common) if common else None
-out.append("## exact resume, fp16, deterministic=True (20 iterations, resume, 20 more, against 40 straight)")
+out.append("## exact resume, fp16, deterministic=True (SIGTERM during iteration 20, resume, 20 more, against 40 straight)")
+stop = re.search(r"stopped on SIGTERM after iteration \d+", log("fp16-first-half"))
+out.append(f"- first part: `{stop.group(0) if stop else 'no stop line'}`; its evals: {evals(log('fp16-first-half'))}")
 out.append(f"- resumed run started at iteration {min(b) if b else None}; iterations compared: {common[:1]}..{common[-1:]}")
+out.append(f"- evals of the resumed run: {evals(log('fp16-resumed'))}; of the straight run at 20 and 40: "
+           f"{[e for e in evals(log('fp16-straight')) if e[0] in ('20', '40')]}")
 out.append(f"- largest per-iteration loss difference: {diff}")
 
 same = subprocess.run([sys.executable, "bench/same_checkpoints.py", "final checkpoints, tensor by tensor",
