@@ -236,7 +236,7 @@ def resolve_resume(out_dir, tag=None):
     if not tag:
         tag = read_latest(out_dir)
     if not tag:
-        tags = complete_tags(out_dir) or [t for t in saved_tags(out_dir) if t == "final"]
+        tags = complete_tags(out_dir) or (["final"] if read_marker(os.path.join(out_dir, "final")) else [])
         if not tags:
             raise CheckpointError(f"init_from='resume' but {out_dir} holds no checkpoint; start a new run "
                                   "(init_from='gpt2-xl', 'scratch', ...) or point --out_dir at an earlier run")

@@ -367,9 +367,9 @@ class PretrainedNotFound(RuntimeError):
     pass
 
 
-def resolve_pretrained(name_or_dir, weights=True):
-    """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory; with weights=False only the
-    config is fetched (the weights file is None), to check a name before a long download."""
+def resolve_pretrained(name_or_dir, with_weights=True):
+    """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory. With with_weights=False a
+    GPT-2 name's config alone is fetched (the weights file is None), to check the name before a long download."""
     if os.path.isdir(name_or_dir):
         config_path = os.path.join(name_or_dir, "config.json")
         weights = [os.path.join(name_or_dir, f) for f in ("model.safetensors", "pytorch_model.bin")]
@@ -382,7 +382,7 @@ def resolve_pretrained(name_or_dir, weights=True):
         from transformers.utils import cached_file
         try:
             config_path = cached_file(name_or_dir, "config.json")
-            weights_path = cached_file(name_or_dir, "model.safetensors") if weights else None
+            weights_path = cached_file(name_or_dir, "model.safetensors") if with_weights else None
         except OSError as e:
             message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
             raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache "

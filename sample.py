@@ -30,16 +30,14 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 
 def check_settings(C):
     """Settings outside what they can mean, and a device this machine lacks: one-line errors."""
-    from train_deepspeed import DTYPES, InputError
+    from train_deepspeed import DTYPES, InputError, check_ranges
     if C["dtype"] not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {C['dtype']!r}")
-    for key, ok, allowed in (("temperature", C["temperature"] >= 0, ">= 0 (0 = greedy)"),
-                             ("top_k", C["top_k"] >= 0, ">= 0 (0 = off)"),
-                             ("top_p", 0 < C["top_p"] <= 1, "in (0, 1] (1 = off)"),
-                             ("num_samples", C["num_samples"] >= 1, ">= 1"),
-                             ("max_new_tokens", C["max_new_tokens"] >= 0, ">= 0")):
-        if not ok:
-            raise InputError(f"setting {key} must be {allowed}, got {C[key]!r}")
+    check_ranges(C, [("temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+                     ("top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+                     ("top_p", lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+                     ("num_samples", lambda v: v >= 1, ">= 1"),
+                     ("max_new_tokens", lambda v: v >= 0, ">= 0")])
     try:
         device = torch.device(C["device"])
     except RuntimeError:

@@ -163,32 +163,31 @@ def check_setting(key, value, defaults, source):
     return value
 
 
-def check_ranges(cfg):
+SETTING_RANGES = [  # (setting, its test, what it may be)
+    ("learning_rate", lambda v: v >= 0, ">= 0"), ("min_lr", lambda v: v >= 0, ">= 0"),
+    ("weight_decay", lambda v: v >= 0, ">= 0"), ("beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("beta2", lambda v: 0 <= v < 1, "in [0, 1)"), ("grad_clip", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    ("dropout", lambda v: 0 <= v < 1, "in [0, 1)"), ("warmup_iters", lambda v: v >= 0, ">= 0"),
+    ("lr_decay_iters", lambda v: v >= 0, ">= 0 (0 = max_iters)"), ("max_iters", lambda v: v >= 0, ">= 0"),
+    ("eval_interval", lambda v: v >= 1, ">= 1"), ("block_size", lambda v: v >= 1, ">= 1"),
+    ("log_interval", lambda v: v >= 1, ">= 1"),
+    ("eval_iters", lambda v: v == -1 or v >= 1, "-1 (all of val) or >= 1"),
+    ("keep_last_n", lambda v: v >= 0, ">= 0 (0 keeps every iter_N)"),
+    ("gradient_checkpointing", lambda v: v >= -1, "-1 (all blocks), 0 (none) or a number of blocks"),
+    ("patience", lambda v: v >= 0, ">= 0 (0 = never stop early)"),
+    ("max_runtime", lambda v: v >= 0, ">= 0 hours (0 = no limit)"),
+    ("max_consecutive_nonfinite", lambda v: v >= 1, ">= 1"),
+    ("dist_timeout_minutes", lambda v: v > 0, "> 0"), ("max_gpu_memory_gb", lambda v: v >= 0, ">= 0 (0 = no cap)"),
+    ("n_layer", lambda v: v >= 1, ">= 1"), ("n_head", lambda v: v >= 1, ">= 1"),
+    ("n_embd", lambda v: v >= 1, ">= 1"),
+]
+
+
+def check_ranges(cfg, rules=SETTING_RANGES):
     """Settings of the right type but outside what they can mean: an error naming the setting and its range."""
-    rules = [
-        ("learning_rate", lambda v: v >= 0, ">= 0"), ("min_lr", lambda v: v >= 0, ">= 0"),
-        ("weight_decay", lambda v: v >= 0, ">= 0"), ("beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
-        ("beta2", lambda v: 0 <= v < 1, "in [0, 1)"), ("grad_clip", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
-        ("dropout", lambda v: 0 <= v < 1, "in [0, 1)"), ("warmup_iters", lambda v: v >= 0, ">= 0"),
-        ("lr_decay_iters", lambda v: v >= 0, ">= 0 (0 = max_iters)"), ("max_iters", lambda v: v >= 0, ">= 0"),
-        ("eval_interval", lambda v: v >= 1, ">= 1"), ("block_size", lambda v: v >= 1, ">= 1"),
-        ("log_interval", lambda v: v >= 1, ">= 1"),
-        ("eval_iters", lambda v: v == -1 or v >= 1, "-1 (all of val) or >= 1"),
-        ("keep_last_n", lambda v: v >= 0, ">= 0 (0 keeps every iter_N)"),
-        ("gradient_checkpointing", lambda v: v >= -1, "-1 (all blocks), 0 (none) or a number of blocks"),
-        ("patience", lambda v: v >= 0, ">= 0 (0 = never stop early)"),
-        ("max_runtime", lambda v: v >= 0, ">= 0 hours (0 = no limit)"),
-        ("max_consecutive_nonfinite", lambda v: v >= 1, ">= 1"),
-        ("dist_timeout_minutes", lambda v: v > 0, "> 0"), ("max_gpu_memory_gb", lambda v: v >= 0, ">= 0 (0 = no cap)"),
-        ("n_layer", lambda v: v >= 1, ">= 1"), ("n_head", lambda v: v >= 1, ">= 1"),
-        ("n_embd", lambda v: v >= 1, ">= 1"),
-    ]
     for key, ok, allowed in rules:
         if not ok(cfg[key]):
             raise InputError(f"setting {key} must be {allowed}, got {cfg[key]!r}")
-    if cfg["init_from"] == "scratch" and cfg["n_embd"] % cfg["n_head"]:
-        raise InputError(f"n_embd {cfg['n_embd']} is not a multiple of n_head {cfg['n_head']}; each head gets "
-                         "n_embd / n_head channels (GPT-2: 768 / 12)")
 
 
 def derive_batch(cfg, world_size):
@@ -748,7 +747,7 @@ def resolve_init(C):
         raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
     try:
-        return None, None, resolve_pretrained(C.init_from, weights=False)[0]["n_positions"]
+        return None, None, resolve_pretrained(C.init_from, with_weights=False)[0]["n_positions"]
     except PretrainedNotFound as e:
         raise InputError(str(e)) from None
 
@@ -891,6 +890,9 @@ def run(argv):
     if C.lr_schedule not in LR_SCHEDULES:
         raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {C.lr_schedule!r}")
     check_ranges(cfg)
+    if C.init_from == "scratch" and C.n_embd % C.n_head:
+        raise InputError(f"n_embd {C.n_embd} is not a multiple of n_head {C.n_head}; each head gets n_embd / n_head "
+                         "channels (GPT-2: 768 / 12)")
     if not 0 <= C.profile_iteration <= C.max_iters:
         raise InputError(f"profile_iteration {C.profile_iteration} is never reached: iterations run 1 to "
                          f"{C.max_iters}; choose one in that range (after the first few, which warm up), or 0 for none")
@@ -921,14 +923,14 @@ def run(argv):
 
     import checkpoint as ckpt
     resume_tag, resume_marker, context = resolve_init(C)
-    if resume_marker is None and ckpt.saved_tags(C.out_dir):
-        held = ", ".join(ckpt.saved_tags(C.out_dir))
-        raise InputError(f"out_dir {C.out_dir} already holds a run's checkpoints ({held}), which a new run would "
-                         "replace; continue that run with --init_from=resume, or start afresh in another --out_dir "
-                         "(or delete that one)")
-    if resume_marker is None and ckpt.read_latest(C.out_dir):
-        raise InputError(f"{os.path.join(C.out_dir, ckpt.LATEST)} names {ckpt.read_latest(C.out_dir)}, which is not "
-                         "there; delete that file (or the out_dir) to start afresh there, or choose another --out_dir")
+    held, latest = (ckpt.saved_tags(C.out_dir), ckpt.read_latest(C.out_dir)) if resume_marker is None else ([], None)
+    if held:
+        raise InputError(f"out_dir {C.out_dir} already holds a run's checkpoints ({', '.join(held)}), which a new run "
+                         "would replace; continue that run with --init_from=resume, or start afresh in another "
+                         "--out_dir (or delete that one)")
+    if latest:
+        raise InputError(f"{os.path.join(C.out_dir, ckpt.LATEST)} names {latest}, which is not there; delete that "
+                         "file (or the out_dir) to start afresh there, or choose another --out_dir")
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
                          f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
