@@ -64,6 +64,11 @@ if triton is not None:
         target_logit = tl.load(ptr + safe).to(tl.float32)
         tl.store(loss_ptr + row, tl.where(valid, lse - target_logit, 0.0))
         if WITH_GRAD:
+            # The gradient overwrites the logits in place, and a program's warps are not in step: without this
+            # barrier the warp that owns the target's column could overwrite it before a slower warp has read the
+            # target's logit, and that row's loss would come out as lse - (p - 1) (the gradient was right; the
+            # logged loss of a micro-batch was off by up to 9e-4 in ~1 of 30 micro-steps, bench/NOTES.md).
+            tl.debug_barrier()
             for start in range(0, n_cols, BLOCK):
                 cols = start + tl.arange(0, BLOCK)
                 x = tl.load(ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Twelfth session: where do the 4th-decimal differences between the logged losses of deterministic runs come from,
+# when every checkpoint tensor is bitwise equal? (bench/NOTES.md, Determinism). One GPU; results to $1.
+#   repeat:  bench/loss_repeat.py: model.py alone, one batch, forward + backward repeated at other addresses.
+#   race:    bench/xent_race.py: the fused cross-entropy's losses with and without its in-place gradient pass, for
+#            this tree's fused_loss.py and the one before the barrier (ac526ad).
+#   trainer: the trainer, patched here (not in the tree) to print every micro-step's loss in hex: two straight
+#            deterministic fp16 runs and a SIGTERM-at-20 + resume, GPT-2-medium shapes, 40 iterations of 4 x 16.
+#   bench/run_loss_trace.sh OUT [repeat race trainer]     (all three by default)
+set -uo pipefail
+out=$1
+shift
+phases=${*:-repeat race trainer}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/card.txt"
+if [[ $phases == *repeat* ]]; then
+    python3 bench/loss_repeat.py --deterministic --repeats 30 > "$out/loss_repeat-fp16-det.txt" 2>&1
+    python3 bench/loss_repeat.py --repeats 10 > "$out/loss_repeat-fp16.txt" 2>&1
+fi
+if [[ $phases == *race* ]]; then
+    git show ac526ad:fused_loss.py > /tmp/fused_loss_before_barrier.py
+    python3 bench/xent_race.py fused_loss.py /tmp/fused_loss_before_barrier.py --chunks 2000 > "$out/xent_race.txt" 2>&1
+fi
+[[ $phases == *trainer* ]] || exit 0
+python3 - <<'PY'
+p = "train_deepspeed.py"
+s = open(p).read()
+for old, new in [
+    ("            loss_sum = torch.zeros((), device=device, dtype=torch.float32)\n",
+     "            loss_sum = torch.zeros((), device=device, dtype=torch.float32)\n            _micro = []\n"),
+    ("                loss_sum += loss.detach().float()\n",
+     "                loss_sum += loss.detach().float()\n                _micro.append(loss.detach().clone())\n"),
+    ("            flags = flags.tolist()\n",
+     "            flags = flags.tolist()\n            print(f'microloss {it + 1} ' + ' '.join(t.item().hex() for t in _micro)"
+     " + ' mean ' + (loss_sum / ga).item().hex() + ' logged ' + flags[0].hex(), flush=True)\n")]:
+    assert s.count(old) == 1, old
+    s = s.replace(old, new)
+open(p, "w").write(s)
+PY
+MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
+        --target_batch_size=64 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
+        --lr_decay_iters=40 --eval_interval=20 --eval_iters=-1 --plot=False --dtype=float16 --max_iters=40
+        --deterministic=True)
+run() {
+    local name=$1; shift
+    deepspeed --include=localhost:0 --master_port=$((29500 + RANDOM % 1000)) train_deepspeed.py "${MEDIUM[@]}" "$@" \
+        > "$out/$name.log" 2>&1
+    echo "$name exit $?" >> "$out/exits.txt"
+}
+rm -rf /tmp/lt && mkdir -p /tmp/lt
+run straight-1 --out_dir=/tmp/lt/a --save_checkpoints=False
+run straight-2 --out_dir=/tmp/lt/b --save_checkpoints=False
+TRAIN_FAULT=sigterm@19 run first-half --out_dir=/tmp/lt/c
+run resumed --out_dir=/tmp/lt/c --init_from=resume --save_checkpoints=False
+git diff --stat > "$out/patch.txt"; git diff >> "$out/patch.txt"
