@@ -367,6 +367,16 @@ class PretrainedNotFound(RuntimeError):
     pass
 
 
+def hub_file(name, filename):
+    """Path of a file of a GPT-2 repository on the Hugging Face hub, from transformers' cache when it is there: the
+    files never change, and asking the hub first costs ~25 s of retries on a machine without internet."""
+    from transformers.utils import cached_file
+    try:
+        return cached_file(name, filename, local_files_only=True)
+    except OSError:
+        return cached_file(name, filename)
+
+
 def resolve_pretrained(name_or_dir, with_weights=True):
     """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory. With with_weights=False a
     GPT-2 name's config alone is fetched (the weights file is None), to check the name before a long download."""
@@ -379,10 +389,9 @@ def resolve_pretrained(name_or_dir, with_weights=True):
                                      "and model.safetensors (or pytorch_model.bin); export one with export.py")
         weights_path = weights[0]
     elif name_or_dir in GPT2_SIZES:
-        from transformers.utils import cached_file
         try:
-            config_path = cached_file(name_or_dir, "config.json")
-            weights_path = cached_file(name_or_dir, "model.safetensors") if with_weights else None
+            config_path = hub_file(name_or_dir, "config.json")
+            weights_path = hub_file(name_or_dir, "model.safetensors") if with_weights else None
         except OSError as e:
             message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
             raise PretrainedNotFound(f"could not get {name_or_dir} from the Hugging Face hub or its cache "

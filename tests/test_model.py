@@ -1,4 +1,8 @@
 """model.py against Hugging Face transformers, offline: tiny GPT-2 checkpoints made and saved here."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from model import (GPT, GPT2_SIZES, GPTConfig, PretrainedNotFound, chunked_cross_entropy, flops_per_token,
                    gpt2_param_count, peak_flops, sample_next, to_hf_tensors)
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_HF = dict(vocab_size=300, n_positions=32, n_embd=48, n_layer=3, n_head=4)
 
 
@@ -150,3 +155,42 @@ def test_block_size_crop(hf_pair):
     _, _, path = hf_pair
     model = GPT.from_pretrained(str(path), block_size=16)
     assert model.config.block_size == 16 and model.transformer.wpe.weight.shape == (16, 48)
+
+
+HUB_CACHED_LOAD = """
+import socket, sys, time, traceback
+attempts = []
+def refuse(*args, **kwargs):
+    # huggingface_hub's best-effort fetch of its agent registry (3 s timeout, once a day) is not a model lookup
+    if not any("_detect_agent" in frame.filename for frame in traceback.extract_stack()):
+        attempts.append(args[:1])
+    raise OSError("network blocked by the test")
+socket.getaddrinfo = refuse
+socket.socket.connect = lambda self, *a: refuse(*a)
+import torch
+from model import GPT
+start = time.time()
+model = GPT.from_pretrained("gpt2").eval()
+logits, _ = model(torch.arange(8)[None] % 300)
+print(len(attempts), round(time.time() - start, 1), model.config.n_layer, " ".join(f"{v:.6f}" for v in logits[0, -1, :4]))
+"""
+
+
+def test_gpt2_name_loads_from_the_hub_cache_without_network(hf_pair, tmp_path):
+    """A GPT-2 name whose files are in the Hugging Face cache loads without asking the hub (offline, asking costs
+    ~25 s of retries): the cache laid out as huggingface_hub lays it out, every socket refused."""
+    hf, _, hf_dir = hf_pair
+    snapshot = tmp_path / "models--gpt2" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((hf_dir / name).read_bytes())
+    (tmp_path / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "models--gpt2" / "refs" / "main").write_text("0" * 40)
+    proc = subprocess.run([sys.executable, "-c", HUB_CACHED_LOAD], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, HF_HUB_CACHE=str(tmp_path), PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    attempts, seconds, n_layer, *got = proc.stdout.split()
+    assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
+    with torch.no_grad():
+        want = hf(torch.arange(8)[None] % 300).logits[0, -1, :4]
+    assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)
