@@ -10,7 +10,9 @@ One iteration is one optimizer step: batch_size x gradient_accumulation_steps x 
 """
 import ast
 import builtins
+import csv
 import difflib
+import glob
 import json
 import math
 import os
@@ -228,12 +230,23 @@ def fill_ds_config(ds, cfg, mb, ga, world_size, out_dir):
                              "set it to \"auto\" and choose the precision with --dtype")
         section["enabled"] = precision == name
     ds.setdefault("steps_per_print", 10 ** 9)  # our log line replaces DeepSpeed's
-    logs = os.path.join(out_dir, "logs")
-    ds["tensorboard"] = {"enabled": cfg["tensorboard_log"], "output_path": logs, "job_name": "tensorboard"}
-    ds["csv_monitor"] = {"enabled": cfg["csv_log"], "output_path": logs, "job_name": "csv"}
-    ds["wandb"] = {"enabled": cfg["wandb_log"], "project": cfg["wandb_project"],
-                   **({"group": cfg["wandb_group"]} if cfg["wandb_group"] else {})}
     return ds
+
+
+MONITOR_SECTIONS = ("tensorboard", "csv_monitor", "wandb", "comet")
+
+
+def monitor_config(ds, cfg, out_dir):
+    """Takes the monitor sections out of the DeepSpeed JSON (the engine gets none: it would log lr and loss scale
+    at step = samples seen, which pushes wandb's step past the iterations so that wandb drops every metric the
+    trainer logs after) and returns them, completed from the settings, for the trainer's own MonitorMaster."""
+    sections = {key: ds.pop(key) for key in MONITOR_SECTIONS if key in ds}
+    logs = os.path.join(out_dir, "logs")
+    sections["tensorboard"] = {"enabled": cfg["tensorboard_log"], "output_path": logs, "job_name": "tensorboard"}
+    sections["csv_monitor"] = {"enabled": cfg["csv_log"], "output_path": logs, "job_name": "csv"}
+    sections["wandb"] = {"enabled": cfg["wandb_log"], "project": cfg["wandb_project"],
+                         **({"group": cfg["wandb_group"]} if cfg["wandb_group"] else {})}
+    return sections
 
 
 def load_ds_config(path):
@@ -576,6 +589,23 @@ def format_log(iteration, max_iters, metrics):
     return " | ".join(parts)
 
 
+def trim_csv_logs(csv_dir, last_step):
+    """On resume: each CSV log keeps its header and its rows up to the checkpoint's iteration (a run that crashed
+    logged iterations that the resumed run logs again). Returns the files' names as DeepSpeed's CSV monitor knows
+    them, so that it adds no second header."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(csv_dir, "*.csv"))):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [r for r in rows[1:] if r and r[0] != "step" and float(r[0]) <= last_step]
+        if kept != rows:
+            with open(path + ".tmp", "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+            os.replace(path + ".tmp", path)
+        names.append(os.path.basename(path)[:-len(".csv")])
+    return names
+
+
 def monitor_events(step, metrics):
     """DeepSpeed monitor events (tag, value, step) for the metrics that have a tag and a value."""
     return [(tag, metrics[key], step) for key, _, tag in LOG_FIELDS if tag and metrics.get(key) is not None]
@@ -898,6 +928,7 @@ def run(argv):
                          f"{C.max_iters}; choose one in that range (after the first few, which warm up), or 0 for none")
     mb, ga, seqs_per_iter = derive_batch(cfg, world_size)
     ds_config = fill_ds_config(load_ds_config(C.deepspeed_config), cfg, mb, ga, world_size, C.out_dir)
+    monitor_sections = monitor_config(ds_config, cfg, C.out_dir)
     zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     ptdtype = DTYPES[C.dtype]
 
@@ -1024,7 +1055,11 @@ def run(argv):
         deepspeed.zero.register_external_parameter(model, model.transformer.wte.weight)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.param_groups(C.weight_decay),
                                                    optimizer=make_optimizer, config=ds_config)
-    monitor = engine.monitor
+    from deepspeed.monitor.config import get_monitor_config
+    from deepspeed.monitor.monitor import MonitorMaster
+    if master:
+        os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
+    monitor = MonitorMaster(get_monitor_config(monitor_sections))
     # DeepSpeed's separate inf/NaN scan of every gradient partition costs ~80 ms per step for GPT-2 XL on one
     # H100 (bench/NOTES.md). The global gradient norm it computes anyway is non-finite in exactly those cases and
     # already makes fp16 (and fp32) skip the step; bf16 gets the scan back on a step whose loss was NaN/inf.
@@ -1136,6 +1171,8 @@ def run(argv):
     lr_decay_iters = C.lr_decay_iters or C.max_iters
     t_start = time.time()
     start_iter = state["iter"]
+    if master and resume_marker is not None and monitor.csv_monitor is not None:
+        monitor.csv_monitor.filenames += trim_csv_logs(monitor.csv_monitor.log_dir, start_iter)
     if 0 < C.profile_iteration <= start_iter:
         print0(f"warning: profile_iteration {C.profile_iteration} was done before this resume from iteration "
                f"{start_iter}; nothing will be profiled")

@@ -1,4 +1,5 @@
 """Crashes, kills, signals and NaNs, through the deepspeed launcher with 2 CPU processes."""
+import csv
 import os
 import re
 import signal
@@ -48,6 +49,13 @@ def test_kill_during_save_keeps_latest_and_resume_recovers(reference_run, shakes
     reference = iter_losses(reference_run[1])
     assert {i: losses[i] for i in range(7, 13)} == {i: reference[i] for i in range(7, 13)}
     assert ckpt.read_latest(str(out)) == "final" and not (out / ".tmp-iter_12").exists()
+    # the CSV logs hold each iteration once, the resumed run's values for those the killed run had logged too
+    with open(out / "logs" / "csv" / "Train_loss.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "loss"] and [int(r[0]) for r in rows[1:]] == list(range(1, 19))
+    assert [round(float(r[1]), 4) for r in rows[7:]] == [losses[i] for i in range(7, 19)]
+    with open(out / "logs" / "csv" / "Eval_val_loss.csv") as f:
+        assert [r[0] for r in csv.reader(f)] == ["step", "0", "6", "12", "18"]
 
 
 def test_sigterm_on_one_rank_saves_and_exits_75(shakespeare, tmp_path):
@@ -100,8 +108,8 @@ def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
                              f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500", "--eval_iters=4"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    first = read_until(proc, r"tokens per iteration", lines)
-    assert "model scratch on 2 GPUs, float32: 4 x 2 x 2 GPUs x 64 = 1024 tokens per iteration" in first
+    assert read_until(proc, r"^model ", lines) == "model scratch on 2 GPUs, float32\n"
+    assert "batch: 4 x 2 x 2 GPUs x 64 = 1,024 tokens per iteration" in read_until(proc, r"^batch: ", lines)
     read_until(proc, r"^iter 2/", lines)
     proc.send_signal(signal.SIGTERM)
     lines += proc.stdout.readlines()

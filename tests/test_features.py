@@ -43,6 +43,8 @@ def test_monitoring_outputs(reference_run):
 
     wandb_runs = glob.glob(os.path.join(os.path.dirname(out), "wandb", "offline-run-*", "run-*.wandb"))
     assert wandb_runs and os.path.getsize(wandb_runs[0]) > 1000  # wandb wrote its offline run
+    # DeepSpeed's engine logs nothing itself: its lr at step = samples seen made wandb drop every later metric
+    assert "Tried to log to step" not in log and not glob.glob(os.path.join(csv_dir, "Train_Samples_*.csv"))
 
     png = os.path.join(out, "loss.png")
     assert "loss plot: " + png in log
@@ -65,7 +67,7 @@ def test_plot_on_demand(reference_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run([sys.executable, "plot.py", str(empty)], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 1 and "holds no metrics yet" in proc.stderr
+    assert proc.returncode == 2 and "holds no metrics yet" in proc.stderr
 
 
 def test_summary_and_progress_lines(reference_run):
