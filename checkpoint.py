@@ -7,7 +7,8 @@ Layout of out_dir:
     iter_<N>/ best/ final/  DeepSpeed checkpoints (mp_rank_00_model_states.pt, zero_pp_rank_*_optim_states.pt)
         rank_<r>_state.pt   per rank: RNG states and sampler position (client_state is written by rank 0 only)
         complete.json       written last, after every rank finished: files and sizes, iteration, world size
-    universal/<tag>/        a converted copy for resuming on another number of GPUs (the original is untouched)
+    universal/<tag>/        a converted copy for resuming on another number of GPUs (the original is untouched;
+                            removed by the first save on the new number)
     zero_to_fp32.py         DeepSpeed's consolidation script, copied by DeepSpeed
 
 A save goes to `.tmp-<tag>/`, is marked complete, then renamed into place; only then does `latest` move.
@@ -312,6 +313,10 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
         if update_latest:
             atomic_write(os.path.join(out_dir, LATEST), tag)
         removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
+        universal = os.path.join(out_dir, UNIVERSAL_DIR)
+        if os.path.isdir(universal):  # copies converted to load on this GPU count, as large as the checkpoints:
+            shutil.rmtree(universal, ignore_errors=True)  # a checkpoint saved on this count supersedes them
+            removed.append(UNIVERSAL_DIR + "/")
         result = (time.time() - t0, dir_bytes(saved_dir), dir_bytes(out_dir), removed)
     dist.barrier()
     return result

@@ -20,6 +20,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -116,32 +117,54 @@ class InputError(Exception):
 # configuration
 
 
-def parse_config(argv, defaults=DEFAULTS):
-    """Defaults, then config files (bare arguments, executed as Python), then --key=value, in order.
-    Unknown keys and values of another type are errors naming the key."""
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def settings_help(source, usage):
+    """--help: the usage line and the settings block of `source` (the lines between its first two `# ----`
+    banners: every setting with its default and comment)."""
+    with open(source) as f:
+        lines = f.read().splitlines()
+    banners = [i for i, line in enumerate(lines) if line.startswith("# ----")]
+    block = "\n".join(lines[banners[0] + 1:banners[1]])
+    return (f"usage: {usage}\nConfig files are Python files that set these globals; --key=value overrides them "
+            f"(after every config file). The settings and their defaults:\n{block}")
+
+
+def parse_config(argv, defaults=DEFAULTS, source=__file__,
+                 usage="deepspeed --num_gpus=N train_deepspeed.py [config.py ...] [--key=value ...]"):
+    """Defaults, then config files (bare arguments, executed as Python) in order, then --key=value in order, so
+    that the command line wins wherever it stands. Unknown keys and values of another type are errors naming the
+    key; -h/--help prints the settings of `source` and exits."""
+    if "-h" in argv or "--help" in argv:
+        print(settings_help(source, usage))
+        sys.exit(0)
     cfg = dict(defaults)
-    for arg in argv:
-        if arg.startswith("--local_rank"):  # added by the deepspeed launcher; LOCAL_RANK says the same
-            continue
-        if not arg.startswith("--"):
-            if not os.path.isfile(arg):
-                raise InputError(f"config file {arg} not found; give the path of a .py file of settings, "
-                                 "or --key=value")
-            scope = {}
-            try:
-                with open(arg) as f:
-                    exec(builtins.compile(f.read(), arg, "exec"), scope)
-            except Exception as e:
-                raise InputError(f"config file {arg} failed to run: {type(e).__name__}: {e}") from None
-            for key, value in scope.items():
-                if not key.startswith("_") and isinstance(value, (bool, int, float, str)):
-                    cfg[key] = check_setting(key, value, defaults, arg)
-            continue
+    argv = [a for a in argv if not a.startswith("--local_rank")]  # the launcher's; LOCAL_RANK says the same
+    for arg in [a for a in argv if not a.startswith("--")]:
+        if not os.path.isfile(arg):
+            raise InputError(f"config file {arg} not found; give the path of a .py file of settings, or --key=value")
+        scope = {}
+        try:
+            with open(arg) as f:
+                exec(builtins.compile(f.read(), arg, "exec"), scope)
+        except Exception as e:
+            line = next((fr.lineno for fr in reversed(traceback.extract_tb(e.__traceback__)) if fr.filename == arg),
+                        getattr(e, "lineno", None))
+            where = f" line {line}" if line else ""
+            hint = " (config files are Python: True/False, quoted strings)" if isinstance(e, NameError) else ""
+            raise InputError(f"config file {arg}{where} failed to run: {type(e).__name__}: {e}{hint}") from None
+        for key, value in scope.items():
+            if not key.startswith("_") and isinstance(value, (bool, int, float, str)):
+                cfg[key] = check_setting(key, value, defaults, arg)
+    for arg in [a for a in argv if a.startswith("--")]:
         key, sep, raw = arg[2:].partition("=")
         if not sep:
             raise InputError(f"{arg} has no value; write --{key}=VALUE")
         if key in defaults and isinstance(defaults[key], str):
             value = raw  # strings need no quotes on the command line
+        elif key in defaults and isinstance(defaults[key], bool) and raw.lower() in BOOL_WORDS:
+            value = BOOL_WORDS[raw.lower()]
         else:
             try:
                 value = ast.literal_eval(raw)
@@ -160,8 +183,9 @@ def check_setting(key, value, defaults, source):
     if expected is float and type(value) is int:
         value = float(value)
     if type(value) is not expected:
-        raise InputError(f"setting {key} must be {expected.__name__}, got {value!r} ({type(value).__name__}) "
-                         f"in {source}")
+        spelled = " (True or False)" if expected is bool else ""
+        raise InputError(f"setting {key} must be {expected.__name__}{spelled}, got {value!r} "
+                         f"({type(value).__name__}) in {source}")
     return value
 
 
@@ -181,7 +205,8 @@ SETTING_RANGES = [  # (setting, its test, what it may be)
     ("max_consecutive_nonfinite", lambda v: v >= 1, ">= 1"),
     ("dist_timeout_minutes", lambda v: v > 0, "> 0"), ("max_gpu_memory_gb", lambda v: v >= 0, ">= 0 (0 = no cap)"),
     ("n_layer", lambda v: v >= 1, ">= 1"), ("n_head", lambda v: v >= 1, ">= 1"),
-    ("n_embd", lambda v: v >= 1, ">= 1"),
+    ("n_embd", lambda v: v >= 1, ">= 1"), ("seed", lambda v: v >= 0, ">= 0"),
+    ("target_batch_size", lambda v: v >= 0, ">= 0 (0 = batch_size x gradient_accumulation_steps x GPUs)"),
 ]
 
 
@@ -204,6 +229,32 @@ def derive_batch(cfg, world_size):
                              f"= {mb * world_size}; change target_batch_size or batch_size")
         ga = target // (mb * world_size)
     return mb, ga, mb * ga * world_size
+
+
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "bias", "dropout")  # a resumed run keeps the checkpoint's model
+TRAJECTORY_SETTINGS = ("dataset", "block_size", "learning_rate", "min_lr", "lr_schedule", "warmup_iters",
+                       "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip", "seed")
+
+
+def resume_warnings(saved, cfg, tag):
+    """What a resume changes against the settings `tag` was saved with (`saved`): model settings it ignores,
+    settings that make it another run than the one it continues, and a schedule that max_iters stretches."""
+    def changes(keys):
+        return ", ".join(f"{k} {saved[k]!r} -> {cfg[k]!r}" for k in keys if k in saved and saved[k] != cfg[k])
+    warnings = []
+    if ignored := changes(MODEL_SETTINGS):
+        warnings.append(f"ignored on resume: {ignored}; a resumed run keeps {tag}'s model (to change it, start a new "
+                        f"run from its weights with --init_from=<out_dir>/{tag})")
+    if changed := changes(TRAJECTORY_SETTINGS):
+        warnings.append(f"settings changed since {tag} was saved: {changed}; the run goes on with them, no longer "
+                        "an exact continuation")
+    stretched = (saved.get("max_iters", cfg["max_iters"]) != cfg["max_iters"] and cfg["lr_schedule"] != "constant"
+                 and not cfg["lr_decay_iters"] and not saved.get("lr_decay_iters", 0))
+    if stretched:
+        warnings.append(f"max_iters {saved['max_iters']} -> {cfg['max_iters']} also stretches the {cfg['lr_schedule']} "
+                        f"schedule (lr_decay_iters = max_iters), so the learning rate jumps; pass "
+                        f"--lr_decay_iters={saved['max_iters']} to keep it")
+    return warnings
 
 
 def fill_ds_config(ds, cfg, mb, ga, world_size, out_dir):
@@ -321,6 +372,10 @@ def load_split(name, split, block_size, vocab_size):
     """The memmapped token bin of one split, checked so that training cannot fail on it later."""
     folder = dataset_dir(name)
     path = os.path.join(folder, f"{split}.bin")
+    if os.path.isfile(name):
+        stem = os.path.splitext(os.path.basename(name))[0] or "mydata"
+        raise InputError(f"dataset {name!r} is a file; a dataset is a folder of token bins: prepare one with "
+                         f"`python data/prepare.py --name {stem} --input {name}`, then use --dataset={stem}")
     if not os.path.isdir(folder):
         raise InputError(f"dataset {name!r} not found ({folder} does not exist); prepare it with "
                          f"`python data/shakespeare/prepare.py` or `python data/prepare.py --name {name} --input ...`")
@@ -962,6 +1017,14 @@ def run(argv):
     if latest:
         raise InputError(f"{os.path.join(C.out_dir, ckpt.LATEST)} names {latest}, which is not there; delete that "
                          "file (or the out_dir) to start afresh there, or choose another --out_dir")
+    saved_cfg = resume_marker.get("config", {}) if resume_marker is not None else {}
+    if saved_cfg.get("dtype", C.dtype) != C.dtype:
+        raise InputError(f"{resume_tag} was saved in {saved_cfg['dtype']} (DeepSpeed keeps optimizer state per "
+                         f"precision); resume with --dtype={saved_cfg['dtype']}, or start a new run from its weights "
+                         f"in {C.dtype} with --init_from={os.path.join(C.out_dir, resume_tag)} and another --out_dir")
+    if resume_marker is not None and resume_marker["iteration"] > C.max_iters:
+        raise InputError(f"{resume_tag} is at iteration {resume_marker['iteration']}, past max_iters {C.max_iters}: "
+                         f"nothing to train; raise --max_iters to go on")
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
                          f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
@@ -1118,12 +1181,17 @@ def run(argv):
                 print0(f"warning: {resume_tag} was trained with {saved_seqs} sequences per iteration, this run uses "
                        f"{seqs_per_iter}; to keep it, pass --target_batch_size={saved_seqs} (with a batch_size x "
                        "GPUs that divides it)")
+        for warning in resume_warnings(saved_cfg, cfg, resume_tag) if saved_cfg else []:
+            print0(f"warning: {warning}")
         latest = ckpt.read_latest(C.out_dir) if resume_marker is not None else None
         newer = ckpt.read_marker(os.path.join(C.out_dir, latest)) if latest and latest != resume_tag else None
         if newer and newer.get("iteration", 0) > resume_marker["iteration"]:
             print0(f"warning: resuming from {resume_tag} (iteration {resume_marker['iteration']}) although latest is "
                    f"{latest} (iteration {newer['iteration']}): this run's saves replace {latest} and the tags after "
                    f"{resume_tag}")
+        if C.min_lr > C.learning_rate and C.lr_schedule != "constant":
+            print0(f"warning: min_lr {C.min_lr:g} > learning_rate {C.learning_rate:g}: the {C.lr_schedule} schedule "
+                   "rises instead of decaying")
         if C.warmup_iters >= C.max_iters > 0:
             print0(f"warning: warmup_iters {C.warmup_iters} >= max_iters {C.max_iters}: the learning rate never "
                    f"reaches learning_rate {C.learning_rate:g}")

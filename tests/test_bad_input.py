@@ -46,6 +46,14 @@ def test_missing_dataset(tmp_path):
     assert "dataset" in msg and "not found" in msg and "prepare.py" in msg
 
 
+def test_dataset_given_as_a_text_file(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("some text")
+    assert error_of([*base(tmp_path, text)]) == (
+        f"dataset '{text}' is a file; a dataset is a folder of token bins: prepare one with "
+        f"`python data/prepare.py --name notes --input {text}`, then use --dataset=notes")
+
+
 def test_missing_bin(tmp_path):
     d = make_dataset(tmp_path / "d", range(1000), range(1000))
     os.remove(os.path.join(d, "val.bin"))
@@ -81,6 +89,9 @@ def test_bins_disagreeing_with_meta(tmp_path):
     ("--gradient_checkpointing=-2", "setting gradient_checkpointing must be -1 (all blocks), 0 (none) or a number of "
                                     "blocks, got -2"),
     ("--max_iters=-1", "setting max_iters must be >= 0, got -1"),
+    ("--seed=-1", "setting seed must be >= 0, got -1"),
+    ("--target_batch_size=-4", "setting target_batch_size must be >= 0 (0 = batch_size x gradient_accumulation_steps "
+                               "x GPUs), got -4"),
     ("--dist_timeout_minutes=0", "setting dist_timeout_minutes must be > 0, got 0.0"),
     ("--n_head=3", "n_embd 64 is not a multiple of n_head 3; each head gets n_embd / n_head channels "
                    "(GPT-2: 768 / 12)"),
@@ -224,6 +235,23 @@ def test_exit_code_and_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
+    out = tmp_path / "out"
+    (out / "iter_30").mkdir(parents=True)
+    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 2, "model_config": {"block_size": 64},
+              "config": {"dtype": "bfloat16"}}
+    (out / "iter_30" / ckpt.COMPLETE).write_text(json.dumps(marker))
+    (out / ckpt.LATEST).write_text("iter_30")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--dtype=float32", "--max_iters=40"])
+    assert msg == ("iter_30 was saved in bfloat16 (DeepSpeed keeps optimizer state per precision); resume with "
+                   "--dtype=bfloat16, or start a new run from its weights in float32 with "
+                   f"--init_from={out}/iter_30 and another --out_dir")
+    msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--dtype=bfloat16", "--max_iters=20"])
+    assert msg == "iter_30 is at iteration 30, past max_iters 20: nothing to train; raise --max_iters to go on"
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
 def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_path):
     """A damaged checkpoint stops the resume with the file named, and nothing in out_dir changes."""
     ref_out, _ = reference_run
@@ -267,12 +295,13 @@ def test_missing_logging_package_is_a_clear_error(tmp_path, shakespeare, monkeyp
     (["--init_from=scratch"], "error: init_from 'scratch' is not a run's out_dir (or out_dir/tag), a Hugging Face "
                               "GPT-2 directory or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl; check the path"),
 ])
-def test_sample_settings(argv, message, monkeypatch):
+def test_sample_settings(argv, message, monkeypatch, capsys):
     import sample
     monkeypatch.setattr(sample.torch.cuda, "is_available", lambda: False)  # as on this CPU machine, also on a GPU one
     with pytest.raises(SystemExit) as e:
         sample.main(["--device=cpu", "--dtype=float32", *argv])
-    assert e.value.code == message
+    assert e.value.code == T.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.splitlines() == [message]
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2"])

@@ -29,7 +29,8 @@ def test_config_file_then_command_line(tmp_path):
     (["--batchsize=4"], "unknown setting 'batchsize' in the command line (did you mean 'batch_size'?)"),
     (["--batch_size=four"], "setting batch_size must be int, got 'four' (str)"),
     (["--batch_size=1.5"], "setting batch_size must be int, got 1.5 (float)"),
-    (["--compile=1"], "setting compile must be bool, got 1 (int)"),
+    (["--compile=maybe"], "setting compile must be bool (True or False), got 'maybe' (str)"),
+    (["--batch_size=true"], "setting batch_size must be int, got 'true' (str)"),
     (["--max_iters"], "--max_iters has no value; write --max_iters=VALUE"),
     (["missing_config.py"], "config file missing_config.py not found"),
 ])
@@ -37,6 +38,36 @@ def test_config_errors_name_the_key(argv, message):
     with pytest.raises(InputError) as e:
         parse_config(argv)
     assert message in str(e.value)
+
+
+def test_command_line_wins_wherever_it_stands_and_bools_have_spellings(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("learning_rate = 1e-4\ncompile = True\n")
+    cfg = parse_config(["--learning_rate=0.5", str(conf), "--compile=false"])
+    assert cfg["learning_rate"] == 0.5 and cfg["compile"] is False
+    for word, value in (("TRUE", True), ("yes", True), ("1", True), ("on", True), ("False", False), ("0", False),
+                        ("no", False), ("OFF", False)):
+        assert parse_config([f"--plot={word}"])["plot"] is value
+
+
+def test_config_file_errors_say_where(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("batch_size = 4\ncompile = true\n")
+    with pytest.raises(InputError) as e:
+        parse_config([str(conf)])
+    assert str(e.value) == (f"config file {conf} line 2 failed to run: NameError: name 'true' is not defined "
+                            "(config files are Python: True/False, quoted strings)")
+
+
+def test_help_lists_the_settings(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(["config/cpu_tiny.py", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: deepspeed --num_gpus=N train_deepspeed.py [config.py ...] [--key=value ...]\n")
+    assert '\nbatch_size = 16  # micro-batch per GPU\n' in text and '\ndtype = "float16"' in text
+    for key in T.DEFAULTS:  # every setting is in the listing
+        assert f"\n{key} = " in text, key
 
 
 def test_config_file_unknown_key(tmp_path):
@@ -248,3 +279,21 @@ def test_stale_build_locks(tmp_path):
         os.utime(lock, (time.time() - 3600, time.time() - 3600))
     assert T.stale_build_locks(str(tmp_path)) == sorted([str(flat), str(old)])
     assert T.stale_build_locks(str(tmp_path), max_age_s=7200) == []
+
+
+def test_resume_warnings_name_what_a_resume_changes():
+    saved = dict(T.DEFAULTS, n_layer=2, dataset="shakespeare", block_size=64, max_iters=40, lr_schedule="cosine")
+    same = dict(saved, out_dir="elsewhere", eval_interval=5, compile=True)  # settings that change nothing learned
+    assert T.resume_warnings(saved, same, "iter_30") == []
+    changed = dict(saved, n_layer=3, dataset="small", block_size=32, max_iters=50)
+    assert T.resume_warnings(saved, changed, "iter_30") == [
+        "ignored on resume: n_layer 2 -> 3; a resumed run keeps iter_30's model (to change it, start a new run from "
+        "its weights with --init_from=<out_dir>/iter_30)",
+        "settings changed since iter_30 was saved: dataset 'shakespeare' -> 'small', block_size 64 -> 32; the run "
+        "goes on with them, no longer an exact continuation",
+        "max_iters 40 -> 50 also stretches the cosine schedule (lr_decay_iters = max_iters), so the learning rate "
+        "jumps; pass --lr_decay_iters=40 to keep it"]
+    # a longer run with a schedule of its own length, or a constant rate, goes on as it was
+    assert T.resume_warnings(dict(saved, lr_decay_iters=40), dict(saved, lr_decay_iters=40, max_iters=50), "f") == []
+    assert T.resume_warnings(dict(saved, lr_schedule="constant"),
+                             dict(saved, lr_schedule="constant", max_iters=50), "f") == []

@@ -70,6 +70,8 @@ def test_optimizer_state_carried_over_exactly(two_rank_run, shakespeare, tmp_pat
                    f"--max_iters={SAVED_AT}", "--init_from=resume"], nproc=1)
     assert_ok(proc)
     assert ckpt.verify(str(out / "final"))["world_size"] == 1
+    # the converted copy was needed to load only: the first save on the new number of ranks removed it
+    assert "; removed universal/)" in proc.stdout and not (out / "universal").exists()
     before = ckpt.convert_to_universal(str(two_rank_run), "final")
     after = ckpt.convert_to_universal(str(out), "final")  # the 1-rank save, converted afresh
     zero_dir = os.path.join(before, "zero")
