@@ -6,7 +6,10 @@ Turn your own text into token bins for train_deepspeed.py.
 Each `.txt` file is one document; each line of a `.jsonl` file is one document (its `text` field). Documents
 are GPT-2 BPE encoded and each is followed by <|endoftext|>. Output: data/<name>/train.bin and val.bin
 (uint16 token ids, np.memmap-able) and meta.json. Input is streamed in chunks of about 1 MB, so memory stays
-bounded whatever the file size. Without --val_input, the last `val_fraction` of the tokens become val.
+bounded whatever the file size. Without --val_input, the last `val_fraction` of the tokens become val: with
+several inputs, that is the end of the last one(s); give --val_input to choose val yourself.
+Bad input (a missing file, bad JSONL, non-UTF-8 text, an empty split) exits 2, as train_deepspeed.py does,
+with the previous dataset untouched.
 """
 import argparse
 import contextlib
@@ -22,6 +25,28 @@ from tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, TokenizerUnavailable, gpt2_enc
 
 CHUNK_CHARS = 1 << 20
 BIN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; halves disk and memory against int32
+EXIT_BAD_INPUT = 2  # as train_deepspeed.py's
+INPUT_KINDS = (".txt", ".jsonl")
+JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a bool", list: "an array",
+              dict: "an object", type(None): "null"}
+
+
+class InputError(SystemExit):
+    """Bad input, with a one-line message: main() prints it and exits 2. A SystemExit, so that a script calling
+    prepare() without catching it still stops with the message (exit 1)."""
+
+
+@contextlib.contextmanager
+def bad_input_exits_2():
+    try:
+        yield
+    except InputError as e:
+        print(e, file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def plural(n, noun):
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def find_safe_cut(text, end):
@@ -61,7 +86,7 @@ def _newlines_after(text, pos):
 
 
 def not_utf8(path, e):
-    return SystemExit(f"error: {path} is not UTF-8 text ({e.reason}); convert it first, "
+    return InputError(f"error: {path} is not UTF-8 text ({e.reason}); convert it first, "
                       f"e.g. iconv -f latin1 -t utf-8 {path} > converted.txt")
 
 
@@ -85,29 +110,68 @@ def iter_txt_pieces(path, chunk_chars=CHUNK_CHARS):
         yield carry
 
 
-def iter_documents(paths, chunk_chars=CHUNK_CHARS):
-    """Yield (pieces of one document, its size in bytes read) for every non-empty document."""
+def input_kind(path):
+    """".txt" or ".jsonl", whatever the case of the extension (UP.TXT is a .txt)."""
+    kind = os.path.splitext(path)[1].lower()
+    if kind not in INPUT_KINDS:
+        raise InputError(f"error: {path}: only .txt and .jsonl inputs are supported; convert it to one of them")
+    return kind
+
+
+def jsonl_text(line, where):
+    """The 'text' field of one JSONL line, or a one-line error naming what is wrong with it."""
+    try:
+        obj = json.loads(line.rstrip("\r\n"))  # so that a column past the end is on this line, not the next
+    except json.JSONDecodeError as e:
+        raise InputError(f"error: {where} is not valid JSON ({e.msg}, column {e.colno}); "
+                         "fix or remove that line") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"error: {where} is {JSON_TYPES[type(obj)]}, not an object with a "
+                         "'text' field; fix or remove that line")
+    if "text" not in obj:
+        fields = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        raise InputError(f"error: {where} has no 'text' field (it has {fields or 'none'}); fix or remove that line")
+    if not isinstance(obj["text"], str):
+        raise InputError(f"error: {where}: 'text' is {JSON_TYPES[type(obj['text'])]}, not a string; "
+                         "fix or remove that line")
+    return obj["text"]
+
+
+class Skipped:
+    """Empty documents: how many, and where the first few are. Not all of them: memory stays bounded."""
+
+    def __init__(self, shown=3):
+        self.count, self.first, self.shown = 0, [], shown
+
+    def add(self, where):
+        self.count += 1
+        if len(self.first) < self.shown:
+            self.first.append(where)
+
+    def __str__(self):
+        more = ", ..." if self.count > len(self.first) else ""
+        return f"skipped {plural(self.count, 'empty document')} ({', '.join(self.first)}{more})"
+
+
+def iter_documents(paths, chunk_chars=CHUNK_CHARS, skipped=None):
+    """Yield (pieces of one document, its size in bytes read) for every non-empty document. Empty ones go to
+    `skipped` (a Skipped) as "a.txt" or "b.jsonl line 4"."""
+    skipped = Skipped() if skipped is None else skipped
     for path in paths:
-        if path.endswith(".jsonl"):
+        if input_kind(path) == ".jsonl":
             with open(path, encoding="utf-8") as f:
                 for line_no, line in enumerate(_lines(f, path), 1):
-                    if not line.strip():
+                    if not line.strip():  # a blank line is no document ({"text": ""} is an empty one)
                         continue
-                    try:
-                        text = json.loads(line)["text"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise SystemExit(f"error: {path}:{line_no} is not a JSON object with a 'text' field ({e}); "
-                                         "fix or remove that line") from None
-                    if not isinstance(text, str):
-                        raise SystemExit(f"error: {path}:{line_no}: 'text' is a {type(text).__name__}, not a string; "
-                                         "fix or remove that line")
+                    text = jsonl_text(line, f"{path}:{line_no}")
                     if text:
                         yield list(split_text(text, chunk_chars)), len(line.encode("utf-8"))
-        elif path.endswith(".txt"):
-            if os.path.getsize(path) > 0:
-                yield iter_txt_pieces(path, chunk_chars), None
+                    else:
+                        skipped.add(f"{path} line {line_no}")
+        elif os.path.getsize(path) > 0:
+            yield iter_txt_pieces(path, chunk_chars), None
         else:
-            raise SystemExit(f"error: {path}: only .txt and .jsonl inputs are supported; convert it to one of them")
+            skipped.add(path)
 
 
 def _lines(f, path):
@@ -134,23 +198,26 @@ class BinWriter:
         self.file.close()
 
 
-def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, desc="tokenizing"):
-    """Tokenize documents from `paths` into `writer`; returns the number of documents."""
+def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, desc="tokenizing", skipped=None):
+    """Tokenize documents from `paths` into `writer`, empty ones into `skipped` (see iter_documents). Returns the
+    number of documents and the writer's token count after each path."""
     enc = tokenizer_or_exit()
     total_bytes = sum(os.path.getsize(p) for p in paths)
-    n_docs = 0
+    n_docs, ends = 0, []
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
-        for pieces, nbytes in iter_documents(paths, chunk_chars):
-            for piece in pieces:
-                writer.write(enc.encode_ordinary(piece))
-                if nbytes is None:
-                    bar.update(len(piece.encode("utf-8")))
-            if nbytes is not None:
-                bar.update(nbytes)
-            if separator:
-                writer.write([EOT_TOKEN])
-            n_docs += 1
-    return n_docs
+        for path in paths:
+            for pieces, nbytes in iter_documents([path], chunk_chars, skipped):
+                for piece in pieces:
+                    writer.write(enc.encode_ordinary(piece))
+                    if nbytes is None:
+                        bar.update(len(piece.encode("utf-8")))
+                if nbytes is not None:
+                    bar.update(nbytes)
+                if separator:
+                    writer.write([EOT_TOKEN])
+                n_docs += 1
+            ends.append(writer.count)
+    return n_docs, ends
 
 
 def split_tail(train_path, val_path, val_tokens):
@@ -182,8 +249,9 @@ OUTPUTS = ("train.bin", "val.bin", "meta.json")
 @contextlib.contextmanager
 def staged_outputs(out_dir):
     """Paths to write train.bin, val.bin and meta.json to. They replace the dataset's files only when the block
-    finishes, meta.json last; an error or Ctrl-C leaves the previous dataset as it was. (A kill between the
-    renames leaves bins that disagree with meta.json, which the trainer detects.)"""
+    finishes, meta.json last; an error or Ctrl-C leaves the previous dataset as it was, and no folder if there
+    was none. (A kill between the renames leaves bins that disagree with meta.json, which the trainer detects.)"""
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     staged = {name: os.path.join(out_dir, f".{name}.part") for name in OUTPUTS}
     try:
@@ -194,6 +262,9 @@ def staged_outputs(out_dir):
         for path in staged.values():
             if os.path.exists(path):
                 os.remove(path)
+        # an empty folder left by a failed first run would make the trainer say "val.bin is missing"
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
 
 
 def tokenizer_or_exit():
@@ -203,38 +274,80 @@ def tokenizer_or_exit():
         raise SystemExit(f"error: {e}") from None
 
 
-def prepare(name, inputs, out_root, val_fraction=0.005, val_inputs=None, chunk_chars=CHUNK_CHARS):
-    for path in list(inputs) + list(val_inputs or []):
+def check_name(name):
+    """The dataset goes to <out_root>/<name>/: a name like ../evil or /tmp/x would write outside out_root."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise InputError(f"error: --name {name!r} is not a plain folder name (no '/', not starting with '.'); "
+                         "use e.g. --name mydata, which writes data/mydata/")
+
+
+def check_inputs(flag, paths):
+    for path in paths:
+        if os.path.isdir(path):
+            raise InputError(f"error: {flag} {path} is a directory; give its files, "
+                             f"e.g. {flag} {path.rstrip(os.sep)}/*.txt")
         if not os.path.isfile(path):
-            raise SystemExit(f"error: input file {path} does not exist; check the path")
+            raise InputError(f"error: input file {path} does not exist; check the path")
+        input_kind(path)
+
+
+def val_sources(inputs, ends, start):
+    """Which inputs the tokens from `start` on came from: `c.jsonl`, or `the end of b.txt and c.jsonl`."""
+    spans = [(path, begin) for path, begin, end in zip(inputs, [0] + ends[:-1], ends) if end > max(begin, start)]
+    if len(spans) == 1:
+        return spans[0][0]
+    names = [path for path, _ in spans]
+    return ("the end of " if spans[0][1] < start else "") + ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def prepare(name, inputs, out_root, val_fraction=0.005, val_inputs=None, chunk_chars=CHUNK_CHARS):
+    check_name(name)
+    check_inputs("--input", inputs)
+    check_inputs("--val_input", val_inputs or [])
     if not val_inputs and not 0.0 < val_fraction < 1.0:
-        raise SystemExit(f"error: --val_fraction must be between 0 and 1 (got {val_fraction}), or give --val_input")
+        raise InputError(f"error: --val_fraction must be between 0 and 1 (got {val_fraction}), or give --val_input")
     out_dir = os.path.join(out_root, name)
+    skipped = Skipped()
     with staged_outputs(out_dir) as paths:
         train = BinWriter(paths["train.bin"])
         try:
-            n_docs = encode_documents(inputs, train, chunk_chars=chunk_chars, desc="train")
+            n_docs, ends = encode_documents(inputs, train, chunk_chars=chunk_chars, desc="train", skipped=skipped)
         finally:
             train.close()
         if val_inputs:
             val = BinWriter(paths["val.bin"])
             try:
-                n_val_docs = encode_documents(val_inputs, val, chunk_chars=chunk_chars, desc="val")
+                n_val_docs, _ = encode_documents(val_inputs, val, chunk_chars=chunk_chars, desc="val", skipped=skipped)
             finally:
                 val.close()
             train_tokens, val_tokens = train.count, val.count
         else:
             n_val_docs = None
             val_tokens = int(train.count * val_fraction)
-            split_tail(paths["train.bin"], paths["val.bin"], val_tokens)
             train_tokens = train.count - val_tokens
-        if train_tokens == 0 or val_tokens == 0:
-            empty = "train" if train_tokens == 0 else "val"
-            raise SystemExit(f"error: the {empty} split of {name} is empty ({train_tokens} train / {val_tokens} val "
-                             "tokens); give more text, a larger --val_fraction, or a --val_input file")
+        if skipped.count:
+            print(f"note: {skipped}")
+        # int() rounds val down, so with --val_fraction < 1 train is empty only when there is no text at all
+        if train_tokens == 0:
+            raise InputError(f"error: the train split of {name} is empty: the --input files hold no text; "
+                             "give files with text")
+        if val_tokens == 0 and val_inputs:
+            raise InputError(f"error: the val split of {name} is empty: the --val_input files hold no text; "
+                             "give files with text, or leave out --val_input to hold out --val_fraction of --input")
+        if val_tokens == 0:
+            raise InputError(f"error: the val split of {name} is empty: --val_fraction {val_fraction:g} of "
+                             f"{plural(train.count, 'token')} is under one token; give a larger --val_fraction, "
+                             "more text, or a --val_input file")
+        if not val_inputs:
+            split_tail(paths["train.bin"], paths["val.bin"], val_tokens)
         meta = write_meta(paths["meta.json"], train_tokens, val_tokens, documents=n_docs, val_documents=n_val_docs,
                           sources=[os.path.abspath(p) for p in inputs])
-    print(f"{name}: {n_docs:,} documents -> {train_tokens:,} train tokens, {val_tokens:,} val tokens in {out_dir}")
+    print(f"{name}: {plural(n_docs, 'document')} -> {plural(train_tokens, 'train token')}, "
+          f"{plural(val_tokens, 'val token')} in {out_dir}")
+    if val_inputs:
+        print(f"val: {plural(n_val_docs, 'document')} from --val_input ({', '.join(val_inputs)})")
+    else:
+        print(f"val: the last {val_fraction * 100:.4g}% of the tokens, from {val_sources(inputs, ends, train_tokens)}")
     return meta
 
 
@@ -246,7 +359,8 @@ def main(argv=None):
     parser.add_argument("--val_input", nargs="+", help="separate validation .txt/.jsonl files")
     parser.add_argument("--out_root", default=os.path.dirname(os.path.abspath(__file__)))
     args = parser.parse_args(argv)
-    prepare(args.name, args.input, args.out_root, args.val_fraction, args.val_input)
+    with bad_input_exits_2():
+        prepare(args.name, args.input, args.out_root, args.val_fraction, args.val_input)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_chunked_tokenization_equals_whole():
     assert [t for p in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text)
 
 
-def test_generic_prepare_txt_and_jsonl(tmp_path):
+def test_generic_prepare_txt_and_jsonl(tmp_path, capsys):
     a = tmp_path / "a.txt"
     a.write_text("The first document.\nIt has two lines.\n" * 50, encoding="utf-8")
     empty = tmp_path / "empty.txt"
@@ -90,6 +90,9 @@ def test_generic_prepare_txt_and_jsonl(tmp_path):
     assert train.tolist() + val.tolist() == expected
     assert len(val) == int(len(expected) * 0.1) and meta["documents"] == 3
     assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
+    out_lines = capsys.readouterr().out.splitlines()
+    assert out_lines[0] == f"note: skipped 2 empty documents ({empty}, {j} line 2)"
+    assert out_lines[1] == f"mine: 3 documents -> {len(train):,} train tokens, {len(val)} val tokens in {out}"
 
 
 def test_generic_prepare_separate_val_file(tmp_path):
@@ -109,8 +112,8 @@ def test_generic_prepare_errors(tmp_path):
     with pytest.raises(SystemExit, match="val split of x is empty"):
         generic.prepare("x", [str(tiny)], str(tmp_path), val_fraction=0.1)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"txt": "no text field"}\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match="bad.jsonl:1 is not a JSON object with a 'text' field"):
+    bad.write_text('{"txt": "no text field", "id": 7}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="bad.jsonl:1 has no 'text' field \\(it has 'txt', 'id'\\); fix or remove"):
         generic.prepare("x", [str(bad)], str(tmp_path))
 
 
@@ -130,8 +133,9 @@ def test_failed_preparation_keeps_the_previous_dataset(tmp_path):
     latin1.write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 10)
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("hi", encoding="utf-8")
-    for inputs, message in (([good, bad_json], "bad.jsonl:3 is not a JSON object with a 'text' field"),
-                            ([number], "number.jsonl:1: 'text' is a int, not a string; fix or remove that line"),
+    for inputs, message in (([good, bad_json], "bad.jsonl:3 is not valid JSON \\(Expecting value, column 1\\); "
+                                               "fix or remove that line$"),
+                            ([number], "number.jsonl:1: 'text' is a number, not a string; fix or remove that line"),
                             ([good, latin1], "latin1.txt is not UTF-8 text \\(invalid continuation byte\\); "
                                              "convert it first, e.g. iconv -f latin1 -t utf-8"),
                             ([tiny], "val split of mine is empty")):
@@ -139,6 +143,159 @@ def test_failed_preparation_keeps_the_previous_dataset(tmp_path):
             generic.prepare("mine", [str(p) for p in inputs], str(tmp_path), val_fraction=0.1)
         assert {name: (folder / name).read_bytes() for name in before} == before
         assert sorted(os.listdir(folder)) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_empty_documents_are_counted_and_named(tmp_path, capsys):
+    """Empty documents are skipped with a note naming the first few; 1 is singular."""
+    text = tmp_path / "text.txt"
+    text.write_text("Some words to train on.\n" * 100, encoding="utf-8")
+    empty = tmp_path / "a.txt"
+    empty.write_text("", encoding="utf-8")
+    docs = tmp_path / "b.jsonl"
+    docs.write_text('{"text": ""}\n\n{"text": "kept"}\n{"text": ""}\n{"text": ""}\n', encoding="utf-8")
+    generic.prepare("e", [str(empty), str(text), str(docs)], str(tmp_path), val_fraction=0.1)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"note: skipped 4 empty documents ({empty}, {docs} line 1, {docs} line 4, ...)"
+    assert out[1].startswith("e: 2 documents -> ")  # the blank line 2 is no document at all
+    generic.prepare("one", [str(text)], str(tmp_path), val_inputs=[str(docs)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"note: skipped 3 empty documents ({docs} line 1, {docs} line 4, {docs} line 5)"
+    assert out[1] == f"one: 1 document -> 701 train tokens, 2 val tokens in {tmp_path / 'one'}"
+    assert out[2] == f"val: 1 document from --val_input ({docs})"
+
+
+def test_empty_split_advice_and_no_folder_left(tmp_path, capsys):
+    """An empty split says what helps for that split, and a failed first preparation leaves no folder behind
+    (the trainer would report a missing val.bin); an existing folder and its files stay."""
+    e1, e2 = tmp_path / "e1.txt", tmp_path / "e2.jsonl"
+    e1.write_text("", encoding="utf-8")
+    e2.write_text('{"text": ""}\n', encoding="utf-8")
+    tiny, text = tmp_path / "tiny.txt", tmp_path / "text.txt"
+    tiny.write_text("hi", encoding="utf-8")
+    text.write_text("Some words to train on.\n" * 100, encoding="utf-8")
+    root = tmp_path / "data"
+    cases = (
+        ([e1, e2], {}, "error: the train split of new is empty: the --input files hold no text; give files with text"),
+        ([tiny], {"val_fraction": 0.1}, "error: the val split of new is empty: --val_fraction 0.1 of 2 tokens is under "
+                                        "one token; give a larger --val_fraction, more text, or a --val_input file"),
+        ([text], {"val_inputs": [str(e1)]}, "error: the val split of new is empty: the --val_input files hold no text; "
+                                            "give files with text, or leave out --val_input to hold out "
+                                            "--val_fraction of --input"))
+    for inputs, kwargs, message in cases:
+        with pytest.raises(SystemExit) as e:
+            generic.prepare("new", [str(p) for p in inputs], str(root), **kwargs)
+        assert str(e.value) == message
+        assert not (root / "new").exists()
+    assert capsys.readouterr().out.splitlines()[0] == f"note: skipped 2 empty documents ({e1}, {e2} line 1)"
+    (root / "kept").mkdir()
+    (root / "kept" / "notes.md").write_text("mine")
+    with pytest.raises(SystemExit, match="train split of kept is empty"):
+        generic.prepare("kept", [str(e1)], str(root))
+    assert os.listdir(root / "kept") == ["notes.md"]
+    (root / "mt").mkdir()  # made by the user: not ours to remove
+    with pytest.raises(SystemExit):
+        generic.prepare("mt", [str(e1)], str(root))
+    assert os.listdir(root / "mt") == []
+
+
+def test_input_checks(tmp_path):
+    """A directory, a path-like --name and an odd extension each get a one-line error before any work."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    good = tmp_path / "good.txt"
+    good.write_text("Some words to train on.\n" * 100, encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        generic.prepare("x", [str(folder)], str(tmp_path))
+    assert str(e.value) == f"error: --input {folder} is a directory; give its files, e.g. --input {folder}/*.txt"
+    with pytest.raises(SystemExit) as e:
+        generic.prepare("x", [str(good)], str(tmp_path), val_inputs=[str(folder) + "/"])
+    assert str(e.value) == (f"error: --val_input {folder}/ is a directory; give its files, "
+                            f"e.g. --val_input {folder}/*.txt")
+    root = tmp_path / "root"
+    for name in ("../evil", "a/b", ".", "..", ".hidden", "", "/abs", "a\\b"):
+        with pytest.raises(SystemExit) as e:
+            generic.prepare(name, [str(good)], str(root))
+        assert str(e.value) == (f"error: --name {name!r} is not a plain folder name (no '/', not starting with "
+                                "'.'); use e.g. --name mydata, which writes data/mydata/")
+    assert not root.exists() and sorted(os.listdir(tmp_path)) == ["good.txt", "texts"]
+    odd = tmp_path / "notes.md"
+    odd.write_text("text", encoding="utf-8")
+    with pytest.raises(SystemExit, match="notes.md: only .txt and .jsonl inputs are supported"):
+        generic.prepare("x", [str(good), str(odd)], str(tmp_path))
+    assert not (tmp_path / "x").exists()
+
+
+def test_jsonl_errors_name_json_types(tmp_path):
+    for line, problem in (('{"text": 1.5}', "'text' is a number, not a string"),
+                          ('{"text": [1]}', "'text' is an array, not a string"),
+                          ('{"text": {"a": 1}}', "'text' is an object, not a string"),
+                          ('{"text": true}', "'text' is a bool, not a string"),
+                          ('{"text": null}', "'text' is null, not a string"),
+                          ('["text"]', "is an array, not an object with a 'text' field"),
+                          ('"text"', "is a string, not an object with a 'text' field"),
+                          ('{}', "has no 'text' field (it has none)"),
+                          ('{"text": "ok"', "is not valid JSON (Expecting ',' delimiter, column 14)")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+        with pytest.raises(SystemExit) as e:
+            generic.prepare("x", [str(bad)], str(tmp_path))
+        sep = ":" if problem.startswith("'") else ""
+        assert str(e.value) == f"error: {bad}:2{sep} {problem}; fix or remove that line"
+
+
+def test_extensions_are_case_insensitive(tmp_path):
+    text = "Upper case extensions are fine.\n" * 50
+    (tmp_path / "UP.TXT").write_text(text, encoding="utf-8")
+    (tmp_path / "Docs.JsonL").write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+    generic.prepare("up", [str(tmp_path / "UP.TXT"), str(tmp_path / "Docs.JsonL")], str(tmp_path), val_fraction=0.1)
+    enc = offline_gpt2_encoding()
+    out = tmp_path / "up"
+    assert read_bin(out / "train.bin").tolist() + read_bin(out / "val.bin").tolist() == \
+        2 * (enc.encode_ordinary(text) + [EOT_TOKEN])
+
+
+def test_summary_says_where_val_came_from(tmp_path, capsys):
+    enc = offline_gpt2_encoding()
+    paths = []
+    for name, text in (("a.txt", "Alpha text here.\n" * 60), ("b.txt", "Beta text here.\n" * 30),
+                       ("c.jsonl", json.dumps({"text": "Gamma text here.\n" * 10}) + "\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        paths.append(str(tmp_path / name))
+    sizes = [len(enc.encode_ordinary(t)) + 1 for t in ("Alpha text here.\n" * 60, "Beta text here.\n" * 30,
+                                                       "Gamma text here.\n" * 10)]
+    assert sizes == [301, 151, 61]  # so 0.05 of 513 tokens (25) lies in c, 0.2 (102) in the end of b and c
+    generic.prepare("v", paths, str(tmp_path), val_fraction=0.05)
+    assert capsys.readouterr().out.splitlines()[-1] == f"val: the last 5% of the tokens, from {paths[2]}"
+    generic.prepare("v", paths, str(tmp_path), val_fraction=0.2)
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"val: the last 20% of the tokens, from the end of {paths[1]} and {paths[2]}"
+    generic.prepare("v", paths, str(tmp_path), val_fraction=0.9)
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"val: the last 90% of the tokens, from the end of {paths[0]}, {paths[1]} and {paths[2]}"
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    """Like the trainer: bad input exits 2 with one line on stderr; the same from the command line."""
+    import subprocess
+    import sys
+    missing = str(tmp_path / "missing.txt")
+    with pytest.raises(SystemExit) as e:
+        generic.main(["--name", "x", "--input", missing, "--out_root", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: input file {missing} does not exist; check the path\n"
+    good = tmp_path / "good.txt"
+    good.write_text("Some words to train on.\n" * 100, encoding="utf-8")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(repo, "data", "prepare.py"), "--name", "../evil",
+                           "--input", str(good), "--out_root", str(tmp_path / "data")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("error: --name '../evil' is not a plain folder name (no '/', not starting with '.'); "
+                           "use e.g. --name mydata, which writes data/mydata/\n")
+    assert sorted(os.listdir(tmp_path)) == ["good.txt"]
+    proc = subprocess.run([sys.executable, os.path.join(repo, "data", "shakespeare", "prepare.py"), "--input",
+                           missing, "--out_dir", str(tmp_path / "s")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.endswith("does not exist; give the path of Tiny Shakespeare's "
+                                                         "input.txt\n")
 
 
 def test_large_txt_streams_in_bounded_memory(tmp_path):

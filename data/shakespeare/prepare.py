@@ -13,7 +13,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from data.prepare import BinWriter, split_text, staged_outputs, tokenizer_or_exit, write_meta  # noqa: E402
+from data.prepare import (BinWriter, InputError, bad_input_exits_2, split_text, staged_outputs,  # noqa: E402
+                          tokenizer_or_exit, write_meta)
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9
@@ -39,7 +40,7 @@ def prepare(input_path=None, out_dir=HERE):
         if not os.path.exists(input_path):
             download(input_path)
     elif not os.path.isfile(input_path):
-        raise SystemExit(f"error: {input_path} does not exist; give the path of Tiny Shakespeare's input.txt")
+        raise InputError(f"error: {input_path} does not exist; give the path of Tiny Shakespeare's input.txt")
     with open(input_path, encoding="utf-8") as f:
         text = f.read()
     n = len(text)
@@ -62,4 +63,5 @@ if __name__ == "__main__":
     parser.add_argument("--input", help="local copy of input.txt (skips the download)")
     parser.add_argument("--out_dir", default=HERE)
     args = parser.parse_args()
-    prepare(args.input, args.out_dir)
+    with bad_input_exits_2():
+        prepare(args.input, args.out_dir)
