@@ -5,6 +5,8 @@ Export a training checkpoint for use outside DeepSpeed.
     python export.py out-shakespeare-xl/best --hf my-model    # a Hugging Face GPT-2 directory
     python export.py out-shakespeare-xl --tag iter_100 --pt model.pt   # a plain fp32 state dict for model.py
 
+An earlier export at the destination is replaced; anything else there is refused unless --force.
+
 The Hugging Face directory (config.json, model.safetensors, vocab.json/merges.txt where available) loads with
 transformers.GPT2LMHeadModel.from_pretrained and gives the trained model's logits. The .pt file holds
 {"model_config": ..., "state_dict": ...}: GPT(GPTConfig(**model_config)).load_state_dict(state_dict).
@@ -20,6 +22,53 @@ import torch
 
 import checkpoint as ckpt
 from model import GPTConfig, hf_config, to_hf_tensors
+
+EXIT_BAD_INPUT = 2  # as train_deepspeed.py
+HF_FILES = {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"}
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def is_hf_export(path):
+    """True for a folder holding only the files export_hf writes, its config.json a GPT-2 one."""
+    names = set(os.listdir(path))
+    if "config.json" not in names or not names <= HF_FILES:
+        return False
+    if not all(os.path.isfile(os.path.join(path, name)) for name in names):
+        return False
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return json.load(f).get("model_type") == "gpt2"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_pt_export(path):
+    """True for a file export_pt wrote (read memory-mapped: no tensor is loaded)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file at all, or one weights_only refuses
+        return False
+    return isinstance(saved, dict) and set(saved) == {"model_config", "state_dict"}
+
+
+def check_destinations(hf, pt, force):
+    """Refuse, before the long load, to write where the user's own files would be overwritten or mixed in."""
+    if hf is not None and os.path.exists(hf):
+        if not os.path.isdir(hf):
+            fail(f"--hf {hf} is a file, not a folder; give a folder for the Hugging Face export")
+        if os.listdir(hf) and not force and not is_hf_export(hf):
+            fail(f"--hf folder {hf} is not empty and holds more than an earlier export; give a new or empty folder, "
+                 "or add --force to write the export's files into it (other files there stay)")
+    if pt is not None and os.path.exists(pt):
+        if os.path.isdir(pt):
+            fail(f"--pt {pt} is a folder; give a file name, e.g. {os.path.join(pt, 'model.pt')}")
+        if not force and not is_pt_export(pt):
+            fail(f"--pt file {pt} exists and is not an earlier export; give another file name, or add --force to "
+                 "overwrite it")
 
 
 def export_hf(state_dict, config, out_dir):
@@ -53,21 +102,27 @@ def main(argv=None):
     parser.add_argument("--tag", help="tag inside out_dir (iter_N, best, final); default: `latest`")
     parser.add_argument("--hf", help="write a Hugging Face GPT-2 directory here")
     parser.add_argument("--pt", help="write a plain fp32 state dict file for model.py here")
+    parser.add_argument("--force", action="store_true",
+                        help="write even where files other than an earlier export are (those of the same name are "
+                             "overwritten)")
     args = parser.parse_args(argv)
     out_dir, tag = ckpt.split_checkpoint_path(args.checkpoint)
     if out_dir is None:
-        sys.exit(f"error: {args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a "
-                 "run's out_dir or out_dir/<tag>")
+        fail(f"{args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir "
+             "or out_dir/<tag>")
     tag = args.tag or tag
+    if not args.hf and not args.pt:
+        args.hf = os.path.join(out_dir, "export", f"{tag}-hf")
+    check_destinations(args.hf, args.pt, args.force)
     try:
         marker = ckpt.verify(os.path.join(out_dir, tag))
         state = ckpt.fp32_state_dict(out_dir, tag)
     except ckpt.CheckpointError as e:
-        sys.exit(f"error: {e}")
+        fail(e)
     config = GPTConfig(**marker["model_config"])
-    if not args.hf and not args.pt:
-        args.hf = os.path.join(out_dir, "export", f"{tag}-hf")
     if args.pt:  # before the Hugging Face export, which rewrites the state dict in place
+        if os.path.dirname(args.pt):
+            os.makedirs(os.path.dirname(args.pt), exist_ok=True)
         export_pt(state, config, args.pt)
         print(f"wrote {args.pt} (fp32 state dict, iteration {marker['iteration']})")
     if args.hf:

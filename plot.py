@@ -73,10 +73,26 @@ def plot_run(out_dir, path=None):
     return path
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-        sys.exit("usage: python plot.py OUT_DIR")
-    written = plot_run(sys.argv[1])
+def main(argv):
+    def fail(message):  # bad input: one line, exit code 2 as train_deepspeed.py
+        print(message, file=sys.stderr)
+        sys.exit(2)
+
+    if argv in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return
+    if len(argv) != 1 or argv[0].startswith("-"):
+        fail("usage: python plot.py OUT_DIR")
+    out_dir = argv[0]
+    if not os.path.exists(out_dir):
+        fail(f"error: folder {out_dir} does not exist; give a run's out_dir")
+    if not os.path.isdir(out_dir):
+        fail(f"error: {out_dir} is not a folder; give a run's out_dir")
+    written = plot_run(out_dir)
     if written is None:
-        sys.exit(f"error: {sys.argv[1]}/logs/csv holds no metrics yet; run with csv_log=True")
+        fail(f"error: {out_dir}/logs/csv holds no metrics yet; run with csv_log=True")
     print(written)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -7,6 +7,8 @@
 #   NUM_GPUS=2 ./run_deepspeed_xl.sh                        # the first 2 GPUs
 #   CUDA_VISIBLE_DEVICES=2,3 ./run_deepspeed_xl.sh          # these GPUs
 #   HOSTFILE=hostfile ./run_deepspeed_xl.sh                 # several machines (DeepSpeed hostfile, shared out_dir)
+#   MASTER_PORT=29600 ./run_deepspeed_xl.sh                 # the rendezvous port (default 29500; on one machine
+#                                                           #   a free one is picked when 29500 is taken)
 #   SHAKESPEARE_INPUT=/path/input.txt ./run_deepspeed_xl.sh # offline: prepare Tiny Shakespeare from a local copy
 #
 # SIGTERM and SIGINT (Ctrl-C) are forwarded to the training processes, which finish the current step, save a
@@ -17,6 +19,8 @@ PYTHON=${PYTHON:-python3}
 
 die() { echo "error: $*" >&2; exit 2; }
 [[ -z ${NUM_GPUS:-} || $NUM_GPUS =~ ^[1-9][0-9]*$ ]] || die "NUM_GPUS must be a whole number >= 1, got '$NUM_GPUS'"
+[[ -z ${MASTER_PORT:-} || ($MASTER_PORT =~ ^[1-9][0-9]{0,4}$ && $MASTER_PORT -le 65535) ]] ||
+    die "MASTER_PORT must be a port number from 1 to 65535, got '$MASTER_PORT'"
 command -v deepspeed >/dev/null 2>&1 || die "deepspeed is not installed; run: pip install -r requirements.txt"
 
 CONFIG=config/finetune_shakespeare_xl.py
@@ -30,11 +34,10 @@ try:
     c = t.parse_config(sys.argv[1:])
 except t.InputError as e:
     sys.exit(f"error: {e}")
-print(c["dataset"], c["init_from"], c["batch_size"], c["gradient_accumulation_steps"], c["target_batch_size"],
-      c["block_size"], c["dtype"], c["deepspeed_config"])
+print(c["dataset"], c["init_from"], c["dtype"], c["deepspeed_config"])
 EOF
 ) || exit 2
-read -r DATASET INIT_FROM MB GA TARGET BLOCK DTYPE DSCONFIG <<<"$settings"
+read -r DATASET INIT_FROM DTYPE DSCONFIG <<<"$settings"
 [[ -f $DSCONFIG ]] || die "deepspeed_config $DSCONFIG not found"
 
 if [[ $DATASET == shakespeare && ! -f data/shakespeare/train.bin ]]; then
@@ -47,7 +50,6 @@ if [[ -n ${HOSTFILE:-} ]]; then
     [[ -f $HOSTFILE ]] || die "hostfile $HOSTFILE not found"
     launcher+=(--hostfile="$HOSTFILE")
     where="the machines in $HOSTFILE"
-    GPUS=$(awk '/slots=/{split($2, a, "="); n += a[2]} END {print n}' "$HOSTFILE")
 else
     visible=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
     if [[ $visible -eq 0 ]]; then
@@ -68,8 +70,25 @@ else
         where="$GPUS GPUs"
     fi
 fi
-if [[ $TARGET -gt 0 ]]; then GA=$((TARGET / (MB * GPUS))); fi
-echo "model $INIT_FROM on $where, $DTYPE: $MB x $GA x $GPUS GPUs x $BLOCK = $((MB * GA * GPUS * BLOCK)) tokens per iteration"
+
+# The rendezvous port must be free here, or a second job on this machine dies on EADDRINUSE. With a hostfile
+# it is the first host's port, which this machine cannot check. SO_REUSEADDR as torch's TCPStore binds: a port
+# a finished run left in TIME_WAIT is free, one a running job listens on is not.
+port_free() {
+    "$PYTHON" -c 'import socket as S, sys; s = S.socket(); s.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+s.bind(("", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+if [[ -n ${MASTER_PORT:-} ]]; then
+    [[ -n ${HOSTFILE:-} ]] || port_free "$MASTER_PORT" || die "MASTER_PORT=$MASTER_PORT is in use on this machine" \
+        "(or needs root); choose another, or unset MASTER_PORT to have a free port picked"
+    launcher+=(--master_port="$MASTER_PORT")
+elif [[ -z ${HOSTFILE:-} ]] && ! port_free 29500; then
+    port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+    echo "port 29500 is in use (another job on this machine?); using port $port (set MASTER_PORT to choose)"
+    launcher+=(--master_port="$port")
+fi
+# the trainer prints the batch arithmetic (micro-batch x accumulation x GPUs x block) once it has checked it
+echo "model $INIT_FROM on $where, $DTYPE"
 
 # setsid: Ctrl-C reaches only this script, which asks the trainers to save; the launcher would kill them.
 setsid "${launcher[@]}" train_deepspeed.py "$CONFIG" "$@" &

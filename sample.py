@@ -62,28 +62,42 @@ def load(init_from):
     return GPT.from_pretrained(init_from)
 
 
-def prompt_ids(start, enc):
-    if start.startswith("FILE:"):
-        with open(start[5:], encoding="utf-8") as f:
-            start = f.read()
-    return enc.encode(start, allowed_special={"<|endoftext|>"})
+def prompt_text(start):
+    """--start itself, or the text of the file FILE:path names; a file that cannot be read is an InputError."""
+    from train_deepspeed import InputError
+    if not start.startswith("FILE:"):
+        return start
+    path = start[5:]
+    fix = "check the path, or give the prompt itself with --start=TEXT"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(f"prompt file {path} not found; {fix}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"prompt file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start}); save it as UTF-8") from None
+    except OSError as e:  # a folder, no read permission
+        raise InputError(f"prompt file {path} could not be read ({e.strerror}); {fix}") from None
 
 
 def main(argv):
-    from train_deepspeed import DTYPES, InputError, parse_config
+    from train_deepspeed import DTYPES, EXIT_BAD_INPUT, InputError, parse_config
     from model import PretrainedNotFound
     from checkpoint import CheckpointError
     from tokenizer import gpt2_encoding
     try:
         C = parse_config(argv, DEFAULTS)
         check_settings(C)
+        text = prompt_text(C["start"])  # before the model: a wrong path costs no load
+        if not text:
+            raise InputError("the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
         model = load(C["init_from"])
         enc = gpt2_encoding()
-        ids = prompt_ids(C["start"], enc)
+        ids = enc.encode(text, allowed_special={"<|endoftext|>"})
     except (InputError, PretrainedNotFound, CheckpointError, OSError) as e:
-        sys.exit(f"error: {e}")
-    if not ids:
-        sys.exit("error: the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     model.to(device=C["device"], dtype=DTYPES[C["dtype"]]).eval()
     x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long, device=C["device"])
     generator = torch.Generator(device=C["device"]).manual_seed(C["seed"])

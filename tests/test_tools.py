@@ -1,0 +1,258 @@
+"""The tools around the trainer: export.py, sample.py, plot.py and run_deepspeed_xl.sh, on bad input and around
+files already there. Fast: no training run (export gets a tiny model in place of a checkpoint, the launcher
+script a stand-in `deepspeed` that prints its command line)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import checkpoint as ckpt
+import export
+import train_deepspeed as T
+from conftest import REPO, free_port, train_env
+from model import GPT, GPTConfig
+
+# -----------------------------------------------------------------------------
+# export.py
+
+
+@pytest.fixture
+def fake_checkpoint(monkeypatch, tmp_path):
+    """export.main reads a tiny random model as out_dir/final of iteration 5; returns out_dir."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=16)
+    out_dir = str(tmp_path / "run")
+    monkeypatch.setattr(ckpt, "split_checkpoint_path", lambda path: (out_dir, "final"))
+    monkeypatch.setattr(ckpt, "verify", lambda path: {"model_config": vars(config).copy(), "iteration": 5})
+    monkeypatch.setattr(ckpt, "fp32_state_dict", lambda *a: {k: v.clone() for k, v in GPT(config).state_dict().items()})
+    return out_dir
+
+
+def refused(capsys, argv):
+    """export.main's one error line, after checking it exits 2."""
+    with pytest.raises(SystemExit) as e:
+        export.main(argv)
+    assert e.value.code == T.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_export_refuses_a_folder_with_other_files(fake_checkpoint, tmp_path, capsys):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("keep me")
+    assert refused(capsys, ["run", "--hf", str(dest)]) == (
+        f"error: --hf folder {dest} is not empty and holds more than an earlier export; give a new or empty folder, "
+        "or add --force to write the export's files into it (other files there stay)")
+    assert os.listdir(dest) == ["notes.txt"]
+
+    export.main(["run", "--hf", str(dest), "--force"])
+    assert (dest / "notes.txt").read_text() == "keep me"
+    assert {"config.json", "model.safetensors", "notes.txt"} <= set(os.listdir(dest))
+
+
+def test_export_replaces_an_earlier_export(fake_checkpoint, tmp_path, capsys):
+    dest = tmp_path / "hf"
+    export.main(["run", "--hf", str(dest)])
+    first = (dest / "model.safetensors").read_bytes()
+    (dest / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 99}))  # stale, to be replaced
+    export.main(["run", "--hf", str(dest)])  # the same folder again: no --force needed
+    assert json.loads((dest / "config.json").read_text())["n_layer"] == 1
+    assert (dest / "model.safetensors").read_bytes() != first  # a new random model: the weights were rewritten
+    assert set(os.listdir(dest)) <= export.HF_FILES
+    assert f"wrote {dest} (Hugging Face GPT-2, iteration 5" in capsys.readouterr().out
+    # the default destination, out_dir/export/<tag>-hf, likewise
+    export.main(["run"])
+    export.main(["run"])
+    assert os.path.isfile(os.path.join(fake_checkpoint, "export", "final-hf", "model.safetensors"))
+
+
+def test_export_pt_refuses_a_file_it_did_not_write(fake_checkpoint, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    path.write_text("someone's file")
+    assert refused(capsys, ["run", "--pt", str(path)]) == (
+        f"error: --pt file {path} exists and is not an earlier export; give another file name, or add --force to "
+        "overwrite it")
+    assert path.read_text() == "someone's file"
+    assert refused(capsys, ["run", "--pt", str(tmp_path)]) == (
+        f"error: --pt {tmp_path} is a folder; give a file name, e.g. {tmp_path}/model.pt")
+
+    export.main(["run", "--pt", str(path), "--force"])
+    export.main(["run", "--pt", str(path)])  # an earlier export: replaced without --force
+    saved = torch.load(path, weights_only=True)
+    assert saved["model_config"]["n_embd"] == 8 and "transformer.wte.weight" in saved["state_dict"]
+
+
+def test_export_is_refused_before_the_checkpoint_is_read(fake_checkpoint, tmp_path, capsys, monkeypatch):
+    def no_read(*a):
+        raise AssertionError("the checkpoint was read before the destination was checked")
+    monkeypatch.setattr(ckpt, "fp32_state_dict", no_read)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert "is not empty" in refused(capsys, ["run", "--hf", str(tmp_path / "full")])
+
+
+def test_export_not_a_checkpoint_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "export.py", str(tmp_path)], cwd=REPO, env=train_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir or "
+        "out_dir/<tag>"]
+
+
+# -----------------------------------------------------------------------------
+# sample.py
+
+
+def sample_error(capsys, *argv):
+    import sample
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--device=cpu", "--dtype=float32", *argv])
+    assert e.value.code == T.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_sample_prompt_file_missing_exits_2(tmp_path):
+    """Through the real entry point; the prompt is read before any model loads (init_from is never looked at)."""
+    missing = tmp_path / "nope.txt"
+    proc = subprocess.run([sys.executable, "sample.py", f"--start=FILE:{missing}", "--device=cpu",
+                           "--dtype=float32", "--init_from=/no/such/run"], cwd=REPO, env=train_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.stderr.strip().splitlines() == [
+        f"error: prompt file {missing} not found; check the path, or give the prompt itself with --start=TEXT"]
+
+
+def test_sample_prompt_file_unreadable(tmp_path, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("ROMEO: café".encode("latin-1"))
+    assert sample_error(capsys, f"--start=FILE:{latin1}") == (
+        f"error: prompt file {latin1} is not UTF-8 text (byte 0xe9 at offset 10); save it as UTF-8")
+    assert sample_error(capsys, f"--start=FILE:{tmp_path}") == (
+        f"error: prompt file {tmp_path} could not be read (Is a directory); check the path, or give the prompt "
+        "itself with --start=TEXT")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert sample_error(capsys, f"--start=FILE:{empty}") == (
+        "error: the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
+
+
+# -----------------------------------------------------------------------------
+# plot.py
+
+
+@pytest.mark.parametrize("name, message", [
+    ("nonexistent", "error: folder {path} does not exist; give a run's out_dir"),
+    ("a_file", "error: {path} is not a folder; give a run's out_dir"),
+])
+def test_plot_bad_folder(tmp_path, name, message):
+    path = tmp_path / name
+    (tmp_path / "a_file").write_text("")
+    proc = subprocess.run([sys.executable, "plot.py", str(path)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [message.format(path=path)]
+    assert not os.path.exists(tmp_path / "loss.png")
+
+
+# -----------------------------------------------------------------------------
+# run_deepspeed_xl.sh, with a stand-in `deepspeed` that prints its command line
+
+
+def run_script(tmp_path, *args, **extra_env):
+    """The script's output, MASTER_PORT unset unless given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "deepspeed"
+    fake.write_text('#!/bin/sh\necho "deepspeed $*"\n')
+    fake.chmod(0o755)
+    env = train_env({"NUM_GPUS": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable,
+                     "PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ["PATH"]])})
+    env.pop("MASTER_PORT", None)
+    env.update(extra_env)
+    return subprocess.run(["./run_deepspeed_xl.sh", "config/cpu_tiny.py", "--dataset=/unused", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def listening(port):
+    """A socket listening on `port` as a running job's rendezvous would (None if another process has it already)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore: a TIME_WAIT left here is no obstacle
+    try:
+        s.bind(("", port))
+    except OSError:
+        s.close()
+        return None
+    s.listen()
+    return s
+
+
+def test_script_prints_no_batch_arithmetic_of_its_own(tmp_path):
+    """12 sequences do not divide over 4 x 2 GPUs; the trainer says so. The script must not print 8 as if it ran."""
+    port = free_port()
+    proc = run_script(tmp_path, "--target_batch_size=12", MASTER_PORT=str(port))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "model scratch on 2 GPUs, float32",
+        f"deepspeed --num_gpus=2 --master_port={port} train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
+        "--target_batch_size=12"]
+
+
+def test_script_picks_a_free_port_when_29500_is_taken(tmp_path):
+    held = listening(29500)  # another job on this machine
+    try:
+        proc = run_script(tmp_path)
+    finally:
+        if held:
+            held.close()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    port = int(lines[0].split("using port ")[1].split()[0])
+    assert port != 29500
+    assert lines[0] == (f"port 29500 is in use (another job on this machine?); using port {port} "
+                        "(set MASTER_PORT to choose)")
+    assert f"deepspeed --num_gpus=2 --master_port={port} train_deepspeed.py" in lines[2]
+
+
+def test_script_leaves_the_port_to_the_hostfile_run(tmp_path):
+    """Several machines: the rendezvous is on the first host, which this one cannot check."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    held = listening(29500)
+    try:
+        proc = run_script(tmp_path, HOSTFILE=str(hostfile))
+        with_port = run_script(tmp_path, HOSTFILE=str(hostfile), MASTER_PORT="29501")
+    finally:
+        if held:
+            held.close()
+    assert proc.stdout.splitlines()[-1].startswith(f"deepspeed --hostfile={hostfile} train_deepspeed.py ")
+    assert with_port.stdout.splitlines()[-1].startswith(
+        f"deepspeed --hostfile={hostfile} --master_port=29501 train_deepspeed.py ")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "65536", "-1"])
+def test_script_rejects_a_bad_master_port(tmp_path, value):
+    proc = run_script(tmp_path, MASTER_PORT=value)
+    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.stderr.strip().splitlines() == [
+        f"error: MASTER_PORT must be a port number from 1 to 65535, got '{value}'"]
+
+
+def test_script_refuses_a_master_port_in_use(tmp_path):
+    port = free_port()
+    held = listening(port)
+    try:
+        proc = run_script(tmp_path, MASTER_PORT=str(port))
+    finally:
+        held.close()
+    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.stderr.strip().splitlines() == [
+        f"error: MASTER_PORT={port} is in use on this machine (or needs root); choose another, or unset MASTER_PORT "
+        "to have a free port picked"]
+    assert "deepspeed" not in proc.stdout
