@@ -87,7 +87,7 @@ def main(argv):
     from checkpoint import CheckpointError
     from tokenizer import gpt2_encoding
     try:
-        C = parse_config(argv, DEFAULTS)
+        C = parse_config(argv, DEFAULTS, __file__, usage="python sample.py [--key=value ...]")
         check_settings(C)
         text = prompt_text(C["start"])  # before the model: a wrong path costs no load
         if not text:

@@ -256,3 +256,11 @@ def test_script_refuses_a_master_port_in_use(tmp_path):
         f"error: MASTER_PORT={port} is in use on this machine (or needs root); choose another, or unset MASTER_PORT "
         "to have a free port picked"]
     assert "deepspeed" not in proc.stdout
+
+
+def test_sample_help_lists_its_own_settings():
+    proc = subprocess.run([sys.executable, "sample.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: python sample.py [--key=value ...]\n")
+    assert "\ntemperature = 0.8  # 0 = greedy\n" in proc.stdout and "batch_size" not in proc.stdout
