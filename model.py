@@ -118,6 +118,12 @@ GPT2_SIZES = {  # Hugging Face name -> shape; all use vocab 50257 and 1024 posit
 }
 
 
+def gpt2_name(name):
+    """The short GPT-2 name for the hub's full one (openai-community/gpt2-xl -> gpt2-xl); others unchanged."""
+    short = name.removeprefix("openai-community/")
+    return short if short in GPT2_SIZES else name
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024
@@ -380,6 +386,7 @@ def hub_file(name, filename):
 def resolve_pretrained(name_or_dir, with_weights=True):
     """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory. With with_weights=False a
     GPT-2 name's config alone is fetched (the weights file is None), to check the name before a long download."""
+    name_or_dir = gpt2_name(name_or_dir) if not os.path.isdir(name_or_dir) else name_or_dir
     if os.path.isdir(name_or_dir):
         config_path = os.path.join(name_or_dir, "config.json")
         weights = [os.path.join(name_or_dir, f) for f in ("model.safetensors", "pytorch_model.bin")]

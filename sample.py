@@ -51,11 +51,13 @@ def load(init_from):
     """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory or a GPT-2 name."""
     import os
     import checkpoint as ckpt
-    from model import GPT, GPT2_SIZES
+    from model import GPT, GPT2_SIZES, gpt2_name
     from train_deepspeed import InputError
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
+    if not os.path.isdir(init_from):
+        init_from = gpt2_name(init_from)
     if not os.path.isdir(init_from) and init_from not in GPT2_SIZES:
         raise InputError(f"init_from {init_from!r} is not a run's out_dir (or out_dir/tag), a Hugging Face GPT-2 "
                          f"directory or one of {', '.join(GPT2_SIZES)}; check the path")

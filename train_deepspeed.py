@@ -957,7 +957,10 @@ def main(argv):
 
 
 def run(argv):
+    from model import gpt2_name
     cfg = parse_config(argv)
+    if not os.path.isdir(cfg["init_from"]):  # the hub's full name for a GPT-2 size is that size
+        cfg["init_from"] = gpt2_name(cfg["init_from"])
     C = SimpleNamespace(**cfg)
     os.environ.setdefault("RANK", "0")  # also runnable as a single process: python train_deepspeed.py
     os.environ.setdefault("LOCAL_RANK", "0")

@@ -170,7 +170,7 @@ socket.socket.connect = lambda self, *a: refuse(*a)
 import torch
 from model import GPT
 start = time.time()
-model = GPT.from_pretrained("gpt2").eval()
+model = GPT.from_pretrained(sys.argv[1]).eval()
 logits, _ = model(torch.arange(8)[None] % 300)
 print(len(attempts), round(time.time() - start, 1), model.config.n_layer, " ".join(f"{v:.6f}" for v in logits[0, -1, :4]))
 """
@@ -186,11 +186,12 @@ def test_gpt2_name_loads_from_the_hub_cache_without_network(hf_pair, tmp_path):
         (snapshot / name).write_bytes((hf_dir / name).read_bytes())
     (tmp_path / "models--gpt2" / "refs").mkdir()
     (tmp_path / "models--gpt2" / "refs" / "main").write_text("0" * 40)
-    proc = subprocess.run([sys.executable, "-c", HUB_CACHED_LOAD], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, HF_HUB_CACHE=str(tmp_path), PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    attempts, seconds, n_layer, *got = proc.stdout.split()
-    assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
     with torch.no_grad():
         want = hf(torch.arange(8)[None] % 300).logits[0, -1, :4]
-    assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)
+    for name in ("gpt2", "openai-community/gpt2"):  # the hub's full name is the same model
+        proc = subprocess.run([sys.executable, "-c", HUB_CACHED_LOAD, name], cwd=REPO, capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ, HF_HUB_CACHE=str(tmp_path), PYTHONPATH=REPO))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        attempts, seconds, n_layer, *got = proc.stdout.split()
+        assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
+        assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)
