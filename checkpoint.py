@@ -17,6 +17,7 @@ A kill at any moment leaves either the old tag or the new one, never a half-writ
 disk, and they survive retention deleting iter_N.
 """
 import contextlib
+import io
 import json
 import os
 import re
@@ -403,7 +404,8 @@ def convert_to_universal(out_dir, tag, log=print):
     args = Namespace(input_folder=src, output_folder=tmp, num_extract_workers=workers, num_merge_workers=workers,
                      keep_temp_folder=False, strict=True, inject_missing_state=False)
     try:
-        ds_to_universal(args)
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines and "*** Done!"; we say what it did
+            ds_to_universal(args)
     except (AssertionError, FileNotFoundError, KeyError, ValueError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: {e}); "

@@ -810,6 +810,11 @@ def setup_fused_kernels(model, with_norm=True, strict=False):
     return "; ".join(notes)
 
 
+def with_resume_tag(message):
+    """A checkpoint error's "choose another tag: a, b" made concrete for a resume: with --resume_tag."""
+    return message.replace("; choose another tag: ", "; choose another tag with --resume_tag=TAG: ")
+
+
 def resolve_init(C):
     """Check init_from before anything starts: (resume tag, its marker, the model's context length)."""
     import checkpoint as ckpt
@@ -818,7 +823,7 @@ def resolve_init(C):
         try:
             tag, marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
         except ckpt.CheckpointError as e:
-            raise InputError(str(e)) from None
+            raise InputError(with_resume_tag(str(e))) from None
         return tag, marker, marker["model_config"]["block_size"]
     if C.init_from == "scratch":
         return None, None, C.block_size
@@ -1147,7 +1152,7 @@ def run(argv):
         except Exception as e:
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
                              f"({type(e).__name__}: {one_line(e)}); "
-                             f"{ckpt.other_tags(os.path.join(C.out_dir, resume_tag))}") from None
+                             f"{with_resume_tag(ckpt.other_tags(os.path.join(C.out_dir, resume_tag)))}") from None
         # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
         state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"]})
         # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside
@@ -1159,7 +1164,7 @@ def run(argv):
             set_rng_state(ckpt.load_rank_state(os.path.join(load_dir, resume_tag), rank)["rng"])
         else:
             seed_everything(C.seed, rank, state["iter"])
-            print0(f"resumed on {world_size} ranks from {resume_marker['world_size']}: iteration, best val loss, LR "
+            print0(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {resume_marker['world_size']}: iteration, best val loss, LR "
                    "position, loss scale and optimizer moments carried over; per-rank RNG and batches re-derived")
     else:
         seed_everything(C.seed, rank)  # dropout differs across ranks, reproducibly

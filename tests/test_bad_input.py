@@ -138,10 +138,10 @@ def test_resume_tag_that_does_not_exist(tmp_path, shakespeare, monkeypatch):
     (out / "iter_8").mkdir()  # interrupted: no complete.json
     (out / "logs").mkdir()
     msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--resume_tag=iter_99"])
-    assert msg == f"checkpoint {out}/iter_99 does not exist; choose another tag: best, iter_4"
+    assert msg == f"checkpoint {out}/iter_99 does not exist; choose another tag with --resume_tag=TAG: best, iter_4"
     msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--resume_tag=iter_8"])
     assert msg == (f"checkpoint {out}/iter_8 is incomplete (no complete.json): it was interrupted while saving; "
-                   "choose another tag: best, iter_4")
+                   "choose another tag with --resume_tag=TAG: best, iter_4")
     # without `latest`, resume takes the newest complete iter_N, else a complete final (never best)
     assert ckpt.resolve_resume(str(out))[0] == "iter_4"
     shutil.rmtree(out / "iter_4")
@@ -260,8 +260,8 @@ def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_pat
     shard = out / "final" / ckpt.zero_shard_name(1)
     shard.write_bytes(shard.read_bytes()[:1000])  # truncated
     msg = error_of([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--init_from=resume", "--max_iters=20"])
-    assert f"checkpoint file {shard} is truncated (1,000 bytes" in msg and "; choose another tag: " in msg
-    assert "final" not in msg.split("choose another tag: ")[1].split(", ")  # the damaged tag is not suggested
+    assert f"checkpoint file {shard} is truncated (1,000 bytes" in msg and "; choose another tag with " in msg
+    assert "final" not in msg.split("--resume_tag=TAG: ")[1].split(", ")  # the damaged tag is not suggested
 
     out2 = tmp_path / "out2"
     shutil.copytree(ref_out, out2, symlinks=True)
