@@ -13,6 +13,7 @@ import builtins
 import csv
 import difflib
 import glob
+import inspect
 import json
 import math
 import os
@@ -154,8 +155,8 @@ def parse_config(argv, defaults=DEFAULTS, source=__file__,
             where = f" line {line}" if line else ""
             hint = " (config files are Python: True/False, quoted strings)" if isinstance(e, NameError) else ""
             raise InputError(f"config file {arg}{where} failed to run: {type(e).__name__}: {e}{hint}") from None
-        for key, value in scope.items():
-            if not key.startswith("_") and isinstance(value, (bool, int, float, str)):
+        for key, value in scope.items():  # modules, functions and classes a config file imports are not settings
+            if not (key.startswith("_") or inspect.ismodule(value) or callable(value)):
                 cfg[key] = check_setting(key, value, defaults, arg)
     for arg in [a for a in argv if a.startswith("--")]:
         key, sep, raw = arg[2:].partition("=")

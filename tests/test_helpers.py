@@ -75,6 +75,12 @@ def test_config_file_unknown_key(tmp_path):
     conf.write_text("learning_rat = 1e-4\n")
     with pytest.raises(InputError, match=f"unknown setting 'learning_rat' in {conf}"):
         parse_config([str(conf)])
+    conf.write_text("import math\nfrom os.path import join\nsizes = [1, 2]\n")  # a list is no setting either
+    with pytest.raises(InputError, match=f"unknown setting 'sizes' in {conf}"):
+        parse_config([str(conf)])
+    conf.write_text("batch_size = (4,)\n")
+    with pytest.raises(InputError, match=r"setting batch_size must be int, got \(4,\) \(tuple\)"):
+        parse_config([str(conf)])
 
 
 # ---- batch arithmetic and the DeepSpeed JSON
