@@ -316,7 +316,10 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
         removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
         universal = os.path.join(out_dir, UNIVERSAL_DIR)
         if os.path.isdir(universal):  # copies converted to load on this GPU count, as large as the checkpoints:
-            shutil.rmtree(universal, ignore_errors=True)  # a checkpoint saved on this count supersedes them
+            doomed = os.path.join(out_dir, TMP_PREFIX + UNIVERSAL_DIR)  # a checkpoint saved on this count
+            shutil.rmtree(doomed, ignore_errors=True)  # supersedes them; renamed first, so that a kill during the
+            os.rename(universal, doomed)  # deletion leaves no half-deleted copy to reuse (recover() removes it)
+            shutil.rmtree(doomed, ignore_errors=True)
             removed.append(UNIVERSAL_DIR + "/")
         result = (time.time() - t0, dir_bytes(saved_dir), dir_bytes(out_dir), removed)
     dist.barrier()

@@ -374,19 +374,21 @@ class PretrainedNotFound(RuntimeError):
 
 
 def hub_file(name, filename):
-    """Path of a file of a GPT-2 repository on the Hugging Face hub, from transformers' cache when it is there: the
-    files never change, and asking the hub first costs ~25 s of retries on a machine without internet."""
+    """Path of a file of a GPT-2 repository on the Hugging Face hub, from transformers' cache when it is there
+    under either of its names (gpt2-xl, openai-community/gpt2-xl): the files never change, and asking the hub first
+    costs ~25 s of retries on a machine without internet."""
     from transformers.utils import cached_file
-    try:
-        return cached_file(name, filename, local_files_only=True)
-    except OSError:
-        return cached_file(name, filename)
+    for repo in (name, f"openai-community/{name}"):
+        try:
+            return cached_file(repo, filename, local_files_only=True)
+        except OSError:
+            pass
+    return cached_file(name, filename)
 
 
 def resolve_pretrained(name_or_dir, with_weights=True):
     """(config dict, weights file) for a GPT-2 name or a local Hugging Face directory. With with_weights=False a
     GPT-2 name's config alone is fetched (the weights file is None), to check the name before a long download."""
-    name_or_dir = gpt2_name(name_or_dir) if not os.path.isdir(name_or_dir) else name_or_dir
     if os.path.isdir(name_or_dir):
         config_path = os.path.join(name_or_dir, "config.json")
         weights = [os.path.join(name_or_dir, f) for f in ("model.safetensors", "pytorch_model.bin")]
@@ -395,7 +397,8 @@ def resolve_pretrained(name_or_dir, with_weights=True):
             raise PretrainedNotFound(f"{name_or_dir} is not a Hugging Face GPT-2 directory: it needs config.json "
                                      "and model.safetensors (or pytorch_model.bin); export one with export.py")
         weights_path = weights[0]
-    elif name_or_dir in GPT2_SIZES:
+    elif gpt2_name(name_or_dir) in GPT2_SIZES:
+        name_or_dir = gpt2_name(name_or_dir)
         try:
             config_path = hub_file(name_or_dir, "config.json")
             weights_path = hub_file(name_or_dir, "model.safetensors") if with_weights else None

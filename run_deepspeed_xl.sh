@@ -18,6 +18,12 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
 die() { echo "error: $*" >&2; exit 2; }
+for arg in "$@"; do
+    if [[ $arg == -h || $arg == --help ]]; then
+        sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'  # this header, then the trainer's settings
+        exec "$PYTHON" train_deepspeed.py --help
+    fi
+done
 [[ -z ${NUM_GPUS:-} || $NUM_GPUS =~ ^[1-9][0-9]*$ ]] || die "NUM_GPUS must be a whole number >= 1, got '$NUM_GPUS'"
 [[ -z ${MASTER_PORT:-} || ($MASTER_PORT =~ ^[1-9][0-9]{0,4}$ && $MASTER_PORT -le 65535) ]] ||
     die "MASTER_PORT must be a port number from 1 to 65535, got '$MASTER_PORT'"

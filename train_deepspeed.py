@@ -234,27 +234,32 @@ def derive_batch(cfg, world_size):
 
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "bias", "dropout")  # a resumed run keeps the checkpoint's model
 TRAJECTORY_SETTINGS = ("dataset", "block_size", "learning_rate", "min_lr", "lr_schedule", "warmup_iters",
-                       "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip", "seed")
+                       "weight_decay", "beta1", "beta2", "grad_clip", "seed")
 
 
-def resume_warnings(saved, cfg, tag):
-    """What a resume changes against the settings `tag` was saved with (`saved`): model settings it ignores,
-    settings that make it another run than the one it continues, and a schedule that max_iters stretches."""
-    def changes(keys):
-        return ", ".join(f"{k} {saved[k]!r} -> {cfg[k]!r}" for k in keys if k in saved and saved[k] != cfg[k])
+def resume_warnings(saved, cfg, tag, model_config):
+    """What a resume changes against the settings `tag` was saved with (`saved`; its model: `model_config`):
+    model settings given anew, which it ignores; settings that make it another run than the one it continues; and
+    a decaying schedule whose length moved (lr_decay_iters 0 means max_iters)."""
     warnings = []
-    if ignored := changes(MODEL_SETTINGS):
-        warnings.append(f"ignored on resume: {ignored}; a resumed run keeps {tag}'s model (to change it, start a new "
-                        f"run from its weights with --init_from=<out_dir>/{tag})")
-    if changed := changes(TRAJECTORY_SETTINGS):
-        warnings.append(f"settings changed since {tag} was saved: {changed}; the run goes on with them, no longer "
-                        "an exact continuation")
-    stretched = (saved.get("max_iters", cfg["max_iters"]) != cfg["max_iters"] and cfg["lr_schedule"] != "constant"
-                 and not cfg["lr_decay_iters"] and not saved.get("lr_decay_iters", 0))
-    if stretched:
-        warnings.append(f"max_iters {saved['max_iters']} -> {cfg['max_iters']} also stretches the {cfg['lr_schedule']} "
-                        f"schedule (lr_decay_iters = max_iters), so the learning rate jumps; pass "
-                        f"--lr_decay_iters={saved['max_iters']} to keep it")
+    ignored = [f"{k}={cfg[k]!r} (the model has {model_config.get(k, saved[k])!r})"
+               for k in MODEL_SETTINGS if k in saved and saved[k] != cfg[k]]
+    if ignored:
+        warnings.append(f"ignored on resume: {', '.join(ignored)}; a resumed run keeps {tag}'s model (to change it, "
+                        f"start a new run from its weights with --init_from=<out_dir>/{tag})")
+    changed = [f"{k} {saved[k]!r} -> {cfg[k]!r}" for k in TRAJECTORY_SETTINGS if k in saved and saved[k] != cfg[k]]
+    decay_was = saved.get("lr_decay_iters", 0) or saved.get("max_iters", cfg["max_iters"])
+    decay_now = cfg["lr_decay_iters"] or cfg["max_iters"]
+    moved_by_max_iters = decay_was != decay_now and not cfg["lr_decay_iters"]
+    if decay_was != decay_now and cfg["lr_schedule"] != "constant" and not moved_by_max_iters:
+        changed.append(f"schedule length (lr_decay_iters) {decay_was} -> {decay_now}")
+    if changed:
+        warnings.append(f"settings changed since {tag} was saved: {', '.join(changed)}; the run goes on with them, "
+                        "no longer an exact continuation")
+    if moved_by_max_iters and cfg["lr_schedule"] != "constant":
+        warnings.append(f"max_iters {saved.get('max_iters', decay_was)} -> {cfg['max_iters']} also moves the end of the {cfg['lr_schedule']} "
+                        f"schedule (lr_decay_iters 0 = max_iters), so the learning rate jumps; pass "
+                        f"--lr_decay_iters={decay_was} to keep it")
     return warnings
 
 
@@ -373,7 +378,10 @@ def load_split(name, split, block_size, vocab_size):
     """The memmapped token bin of one split, checked so that training cannot fail on it later."""
     folder = dataset_dir(name)
     path = os.path.join(folder, f"{split}.bin")
-    if os.path.isfile(name):
+    if not os.path.isdir(folder) and os.path.isfile(name):
+        if name.endswith(".bin"):
+            raise InputError(f"dataset {name!r} is a token file; give the folder that holds train.bin and val.bin: "
+                             f"--dataset={os.path.dirname(name) or '.'}")
         stem = os.path.splitext(os.path.basename(name))[0] or "mydata"
         raise InputError(f"dataset {name!r} is a file; a dataset is a folder of token bins: prepare one with "
                          f"`python data/prepare.py --name {stem} --input {name}`, then use --dataset={stem}")
@@ -645,6 +653,14 @@ def format_log(iteration, max_iters, metrics):
     return " | ".join(parts)
 
 
+def step_of(row):
+    """A CSV log row's step, or None for a header or a line a crash cut short."""
+    try:
+        return float(row[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def trim_csv_logs(csv_dir, last_step):
     """On resume: each CSV log keeps its header and its rows up to the checkpoint's iteration (a run that crashed
     logged iterations that the resumed run logs again). Returns the files' names as DeepSpeed's CSV monitor knows
@@ -653,7 +669,7 @@ def trim_csv_logs(csv_dir, last_step):
     for path in sorted(glob.glob(os.path.join(csv_dir, "*.csv"))):
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-        kept = rows[:1] + [r for r in rows[1:] if r and r[0] != "step" and float(r[0]) <= last_step]
+        kept = rows[:1] + [r for r in rows[1:] if step_of(r) is not None and step_of(r) <= last_step]
         if kept != rows:
             with open(path + ".tmp", "w", newline="") as f:
                 csv.writer(f).writerows(kept)
@@ -813,7 +829,7 @@ def setup_fused_kernels(model, with_norm=True, strict=False):
 
 def with_resume_tag(message):
     """A checkpoint error's "choose another tag: a, b" made concrete for a resume: with --resume_tag."""
-    return message.replace("; choose another tag: ", "; choose another tag with --resume_tag=TAG: ")
+    return message.replace("choose another tag: ", "choose another tag with --resume_tag=TAG: ")
 
 
 def resolve_init(C):
@@ -1129,7 +1145,7 @@ def run(argv):
                                                    optimizer=make_optimizer, config=ds_config)
     from deepspeed.monitor.config import get_monitor_config
     from deepspeed.monitor.monitor import MonitorMaster
-    if master:
+    if master and C.wandb_log:
         os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
     monitor = MonitorMaster(get_monitor_config(monitor_sections))
     # DeepSpeed's separate inf/NaN scan of every gradient partition costs ~80 ms per step for GPT-2 XL on one
@@ -1190,7 +1206,8 @@ def run(argv):
                 print0(f"warning: {resume_tag} was trained with {saved_seqs} sequences per iteration, this run uses "
                        f"{seqs_per_iter}; to keep it, pass --target_batch_size={saved_seqs} (with a batch_size x "
                        "GPUs that divides it)")
-        for warning in resume_warnings(saved_cfg, cfg, resume_tag) if saved_cfg else []:
+        notes = resume_warnings(saved_cfg, cfg, resume_tag, resume_marker["model_config"]) if saved_cfg else []
+        for warning in notes:
             print0(f"warning: {warning}")
         latest = ckpt.read_latest(C.out_dir) if resume_marker is not None else None
         newer = ckpt.read_marker(os.path.join(C.out_dir, latest)) if latest and latest != resume_tag else None

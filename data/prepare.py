@@ -276,8 +276,9 @@ def tokenizer_or_exit():
 
 def check_name(name):
     """The dataset goes to <out_root>/<name>/: a name like ../evil or /tmp/x would write outside out_root."""
-    if not name or name.startswith(".") or "/" in name or "\\" in name:
-        raise InputError(f"error: --name {name!r} is not a plain folder name (no '/', not starting with '.'); "
+    if not name or name.startswith(".") or any(c in name for c in "/\\,:"):  # ',' and ':' split --dataset
+        raise InputError(f"error: --name {name!r} is not a plain folder name (no '/', ',' or ':', not starting with "
+                         "'.'); "
                          "use e.g. --name mydata, which writes data/mydata/")
 
 

@@ -46,12 +46,16 @@ def test_missing_dataset(tmp_path):
     assert "dataset" in msg and "not found" in msg and "prepare.py" in msg
 
 
-def test_dataset_given_as_a_text_file(tmp_path):
+def test_dataset_given_as_a_file(tmp_path, shakespeare):
     text = tmp_path / "notes.txt"
     text.write_text("some text")
     assert error_of([*base(tmp_path, text)]) == (
         f"dataset '{text}' is a file; a dataset is a folder of token bins: prepare one with "
-        f"`python data/prepare.py --name notes --input {text}`, then use --dataset=notes")
+        f"`python data/prepare.py --name notes --input {text}`, then use --dataset={'notes'}")
+    train_bin = os.path.join(shakespeare, "train.bin")
+    assert error_of([*base(tmp_path, train_bin)]) == (
+        f"dataset '{train_bin}' is a token file; give the folder that holds train.bin and val.bin: "
+        f"--dataset={shakespeare}")
 
 
 def test_missing_bin(tmp_path):
@@ -234,7 +238,6 @@ def test_exit_code_and_one_line(tmp_path):
         "error: batch_size (0) and gradient_accumulation_steps (2) must be at least 1"]
 
 
-@pytest.mark.slow
 def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
     out = tmp_path / "out"
     (out / "iter_30").mkdir(parents=True)
@@ -252,6 +255,7 @@ def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_path):
     """A damaged checkpoint stops the resume with the file named, and nothing in out_dir changes."""
     ref_out, _ = reference_run
@@ -274,6 +278,7 @@ def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_pat
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out2}", "--init_from=resume", "--max_iters=20"])
     assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
     assert f"error: checkpoint {out2}/final could not be loaded" in proc.stdout
+    assert "; choose another tag with --resume_tag=TAG: best, " in proc.stdout
     assert ckpt.read_latest(str(out2)) == "final"
     assert {p: p.stat().st_mtime_ns for p in out2.rglob("*") if p.name != "csv" and "logs" not in p.parts} == \
         {p: m for p, m in before.items() if "logs" not in p.parts}

@@ -212,11 +212,11 @@ def test_input_checks(tmp_path):
     assert str(e.value) == (f"error: --val_input {folder}/ is a directory; give its files, "
                             f"e.g. --val_input {folder}/*.txt")
     root = tmp_path / "root"
-    for name in ("../evil", "a/b", ".", "..", ".hidden", "", "/abs", "a\\b"):
+    for name in ("../evil", "a/b", ".", "..", ".hidden", "", "/abs", "a\\b", "v1:2", "a,b"):
         with pytest.raises(SystemExit) as e:
             generic.prepare(name, [str(good)], str(root))
-        assert str(e.value) == (f"error: --name {name!r} is not a plain folder name (no '/', not starting with "
-                                "'.'); use e.g. --name mydata, which writes data/mydata/")
+        assert str(e.value) == (f"error: --name {name!r} is not a plain folder name (no '/', ',' or ':', not "
+                                "starting with '.'); use e.g. --name mydata, which writes data/mydata/")
     assert not root.exists() and sorted(os.listdir(tmp_path)) == ["good.txt", "texts"]
     odd = tmp_path / "notes.md"
     odd.write_text("text", encoding="utf-8")
@@ -289,8 +289,8 @@ def test_bad_input_exits_2(tmp_path, capsys):
     proc = subprocess.run([sys.executable, os.path.join(repo, "data", "prepare.py"), "--name", "../evil",
                            "--input", str(good), "--out_root", str(tmp_path / "data")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == ("error: --name '../evil' is not a plain folder name (no '/', not starting with '.'); "
-                           "use e.g. --name mydata, which writes data/mydata/\n")
+    assert proc.stderr == ("error: --name '../evil' is not a plain folder name (no '/', ',' or ':', not starting "
+                           "with '.'); use e.g. --name mydata, which writes data/mydata/\n")
     assert sorted(os.listdir(tmp_path)) == ["good.txt"]
     proc = subprocess.run([sys.executable, os.path.join(repo, "data", "shakespeare", "prepare.py"), "--input",
                            missing, "--out_dir", str(tmp_path / "s")], capture_output=True, text=True)

@@ -41,8 +41,8 @@ def test_monitoring_outputs(reference_run):
     assert {"Train/loss", "Train/lr", "Eval/val_loss"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("Train/loss")] == list(range(1, 13))
 
-    wandb_runs = glob.glob(os.path.join(os.path.dirname(out), "wandb", "offline-run-*", "run-*.wandb"))
-    assert wandb_runs and os.path.getsize(wandb_runs[0]) > 1000  # wandb wrote its offline run
+    wandb_runs = glob.glob(os.path.join(out, "logs", "wandb", "offline-run-*", "run-*.wandb"))
+    assert wandb_runs and os.path.getsize(wandb_runs[0]) > 1000  # wandb wrote its offline run beside the other logs
     # DeepSpeed's engine logs nothing itself: its lr at step = samples seen made wandb drop every later metric
     assert "Tried to log to step" not in log and not glob.glob(os.path.join(csv_dir, "Train_Samples_*.csv"))
 

@@ -288,18 +288,23 @@ def test_stale_build_locks(tmp_path):
 
 
 def test_resume_warnings_name_what_a_resume_changes():
-    saved = dict(T.DEFAULTS, n_layer=2, dataset="shakespeare", block_size=64, max_iters=40, lr_schedule="cosine")
+    saved = dict(T.DEFAULTS, dataset="shakespeare", block_size=64, max_iters=40, lr_schedule="cosine")
+    model = {"n_layer": 48, "n_head": 25, "n_embd": 1600, "bias": True, "dropout": 0.0}  # e.g. from gpt2-xl
     same = dict(saved, out_dir="elsewhere", eval_interval=5, compile=True)  # settings that change nothing learned
-    assert T.resume_warnings(saved, same, "iter_30") == []
+    assert T.resume_warnings(saved, same, "iter_30", model) == []
     changed = dict(saved, n_layer=3, dataset="small", block_size=32, max_iters=50)
-    assert T.resume_warnings(saved, changed, "iter_30") == [
-        "ignored on resume: n_layer 2 -> 3; a resumed run keeps iter_30's model (to change it, start a new run from "
-        "its weights with --init_from=<out_dir>/iter_30)",
+    assert T.resume_warnings(saved, changed, "iter_30", model) == [
+        "ignored on resume: n_layer=3 (the model has 48); a resumed run keeps iter_30's model (to change it, start a "
+        "new run from its weights with --init_from=<out_dir>/iter_30)",
         "settings changed since iter_30 was saved: dataset 'shakespeare' -> 'small', block_size 64 -> 32; the run "
         "goes on with them, no longer an exact continuation",
-        "max_iters 40 -> 50 also stretches the cosine schedule (lr_decay_iters = max_iters), so the learning rate "
-        "jumps; pass --lr_decay_iters=40 to keep it"]
-    # a longer run with a schedule of its own length, or a constant rate, goes on as it was
-    assert T.resume_warnings(dict(saved, lr_decay_iters=40), dict(saved, lr_decay_iters=40, max_iters=50), "f") == []
+        "max_iters 40 -> 50 also moves the end of the cosine schedule (lr_decay_iters 0 = max_iters), so the "
+        "learning rate jumps; pass --lr_decay_iters=40 to keep it"]
+    # following that advice, or a constant rate, goes on as it was
+    assert T.resume_warnings(saved, dict(saved, lr_decay_iters=40, max_iters=50), "f", model) == []
     assert T.resume_warnings(dict(saved, lr_schedule="constant"),
-                             dict(saved, lr_schedule="constant", max_iters=50), "f") == []
+                             dict(saved, lr_schedule="constant", max_iters=50), "f", model) == []
+    # a schedule of another length set directly is a change like the others
+    assert T.resume_warnings(saved, dict(saved, lr_decay_iters=30), "f", model) == [
+        "settings changed since f was saved: schedule length (lr_decay_iters) 40 -> 30; the run goes on with them, "
+        "no longer an exact continuation"]

@@ -180,18 +180,22 @@ def test_gpt2_name_loads_from_the_hub_cache_without_network(hf_pair, tmp_path):
     """A GPT-2 name whose files are in the Hugging Face cache loads without asking the hub (offline, asking costs
     ~25 s of retries): the cache laid out as huggingface_hub lays it out, every socket refused."""
     hf, _, hf_dir = hf_pair
-    snapshot = tmp_path / "models--gpt2" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        (snapshot / name).write_bytes((hf_dir / name).read_bytes())
-    (tmp_path / "models--gpt2" / "refs").mkdir()
-    (tmp_path / "models--gpt2" / "refs" / "main").write_text("0" * 40)
     with torch.no_grad():
         want = hf(torch.arange(8)[None] % 300).logits[0, -1, :4]
-    for name in ("gpt2", "openai-community/gpt2"):  # the hub's full name is the same model
-        proc = subprocess.run([sys.executable, "-c", HUB_CACHED_LOAD, name], cwd=REPO, capture_output=True,
-                              text=True, timeout=120, env=dict(os.environ, HF_HUB_CACHE=str(tmp_path), PYTHONPATH=REPO))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        attempts, seconds, n_layer, *got = proc.stdout.split()
-        assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
-        assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)
+    # the cache under the short name or the full one (huggingface-cli download openai-community/gpt2), asked for
+    # by either name
+    for cached_as in ("gpt2", "openai-community--gpt2"):
+        cache = tmp_path / cached_as
+        snapshot = cache / f"models--{cached_as}" / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            (snapshot / name).write_bytes((hf_dir / name).read_bytes())
+        (cache / f"models--{cached_as}" / "refs").mkdir()
+        (cache / f"models--{cached_as}" / "refs" / "main").write_text("0" * 40)
+        for name in ("gpt2", "openai-community/gpt2"):
+            proc = subprocess.run([sys.executable, "-c", HUB_CACHED_LOAD, name], cwd=REPO, capture_output=True,
+                                  text=True, timeout=120, env=dict(os.environ, HF_HUB_CACHE=str(cache), PYTHONPATH=REPO))
+            assert proc.returncode == 0, (cached_as, name, proc.stderr[-2000:])
+            attempts, seconds, n_layer, *got = proc.stdout.split()
+            assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
+            assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)

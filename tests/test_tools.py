@@ -264,3 +264,11 @@ def test_sample_help_lists_its_own_settings():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: python sample.py [--key=value ...]\n")
     assert "\ntemperature = 0.8  # 0 = greedy\n" in proc.stdout and "batch_size" not in proc.stdout
+
+
+def test_script_help_shows_its_header_and_the_settings(tmp_path):
+    proc = run_script(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("Fine-tune GPT-2 XL with DeepSpeed ZeRO-2")
+    assert "MASTER_PORT=29600 ./run_deepspeed_xl.sh" in proc.stdout and "\nbatch_size = 16  # micro-batch" in proc.stdout
+    assert "deepspeed " not in proc.stdout.split("usage:")[0]  # nothing launched
