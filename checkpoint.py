@@ -17,6 +17,7 @@ A kill at any moment leaves either the old tag or the new one, never a half-writ
 disk, and they survive retention deleting iter_N.
 """
 import contextlib
+import glob
 import io
 import json
 import os
@@ -376,7 +377,8 @@ def split_checkpoint_path(path):
     """(out_dir, tag) for 'out_dir' (its `latest`) or 'out_dir/tag'; (None, None) if it is neither."""
     if not os.path.isdir(path):
         return None, None
-    if os.path.isfile(os.path.join(path, COMPLETE)):
+    # a tag without its marker (a save cut short) is still a tag: verify() then says what is wrong with it
+    if os.path.isfile(os.path.join(path, COMPLETE)) or glob.glob(os.path.join(path, "*model_states.pt")):
         path = os.path.abspath(path)
         return os.path.dirname(path), os.path.basename(path)
     tag = read_latest(path)

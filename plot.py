@@ -9,6 +9,8 @@ import csv
 import os
 import sys
 
+import numpy as np
+
 
 def read_series(csv_dir, name):
     """{step: value} from one DeepSpeed CSV monitor file; later rows win (a resumed run logs again)."""
@@ -38,10 +40,11 @@ def plot_run(out_dir, path=None):
         return None
 
     def tokens_at(step):  # tokens seen by the end of `step`; evals happen before their step's update
-        if step in tokens:
-            return tokens[step]
-        earlier = [s for s in tokens if s <= step]
-        return tokens[earlier[-1]] if earlier else 0
+        if step in tokens or not tokens:
+            return tokens.get(step, 0)
+        steps = sorted(tokens)  # logged every log_interval iterations: in between, tokens grow linearly
+        return float(np.interp(step, [0] + steps, [0] + [tokens[s] for s in steps],
+                               right=tokens[steps[-1]] + (step - steps[-1]) * tokens[steps[-1]] / steps[-1]))
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, use_tokens in ((axes[0], False), (axes[1], True)):

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+import zlib
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -257,9 +258,9 @@ def resume_warnings(saved, cfg, tag, model_config):
         warnings.append(f"settings changed since {tag} was saved: {', '.join(changed)}; the run goes on with them, "
                         "no longer an exact continuation")
     if moved_by_max_iters and cfg["lr_schedule"] != "constant":
-        warnings.append(f"max_iters {saved.get('max_iters', decay_was)} -> {cfg['max_iters']} also moves the end of the {cfg['lr_schedule']} "
-                        f"schedule (lr_decay_iters 0 = max_iters), so the learning rate jumps; pass "
-                        f"--lr_decay_iters={decay_was} to keep it")
+        warnings.append(f"max_iters {saved.get('max_iters', decay_was)} -> {cfg['max_iters']} also moves the end "
+                        f"of the {cfg['lr_schedule']} schedule (lr_decay_iters 0 = max_iters), so the learning rate "
+                        f"jumps; pass --lr_decay_iters={decay_was} to keep it")
     return warnings
 
 
@@ -354,6 +355,9 @@ def parse_datasets(spec):
                              "write name:0.3,other:0.7") from None
         if not name or w <= 0:
             raise InputError(f"dataset entry {item!r} in {spec!r} needs a name and a positive weight")
+        if name in (n for n, _ in parts):
+            raise InputError(f"dataset {name!r} appears twice in {spec!r}; give each dataset once, with the sum of "
+                             "its weights")
         parts.append((name, w))
     total = sum(w for _, w in parts)
     return [(n, w / total) for n, w in parts]
@@ -434,6 +438,15 @@ def get_batch(datasets, block_size, batch_size, seed, rank, iteration, micro_ste
             buf[rows] = data[starts[:, None] + offsets]
     # contiguous: a strided view would be copied to the GPU through pageable memory, a copy that waits for the GPU
     return np.ascontiguousarray(buf[:, :-1]), np.ascontiguousarray(buf[:, 1:])
+
+
+def continual_data_seed(seed, source_marker):
+    """The sample stream of a run that starts from another run's checkpoint: batches are a function of (seed,
+    rank, iteration), and such a run counts iterations from 0 again, so with the source's seed it would replay the
+    source's batches in their order (and its logged loss would flatter it). Mixed from the seed and the source
+    checkpoint's identity: reproducible, and another stream for each source."""
+    key = f"{seed}:{source_marker.get('iteration')}:{source_marker.get('saved_at')}"
+    return zlib.crc32(key.encode())
 
 
 def eval_starts(n_tokens, block_size, n_windows=-1):
@@ -849,7 +862,8 @@ def resolve_init(C):
         try:
             return None, None, ckpt.verify(os.path.join(source_dir, tag))["model_config"]["block_size"]
         except ckpt.CheckpointError as e:
-            raise InputError(str(e)) from None
+            hint = f"choose another with --init_from={source_dir}/TAG: "
+            raise InputError(str(e).replace("choose another tag: ", hint)) from None
     if not os.path.isdir(C.init_from) and C.init_from not in GPT2_SIZES:
         raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
@@ -1052,7 +1066,8 @@ def run(argv):
                          f"nothing to train; raise --max_iters to go on")
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
-                         f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with")
+                         f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with"
+                         f" (it ran with --deepspeed_config={saved_cfg.get('deepspeed_config', '?')})")
     if C.block_size > context:
         raise InputError(f"block_size {C.block_size} exceeds the model's context of {context} tokens; use "
                          f"--block_size={context} or less")
@@ -1161,7 +1176,12 @@ def run(argv):
 
     # ---- state of the loop, restored on resume
     state = {"iter": 0, "lr_step": 0, "best_val_loss": float("inf"), "evals_without_improvement": 0,
-             "tokens_seen": 0, "skipped_steps": 0, "last_eval_iter": -1}
+             "tokens_seen": 0, "skipped_steps": 0, "last_eval_iter": -1, "data_seed": C.seed}
+    source_dir, source_tag = ckpt.split_checkpoint_path(C.init_from) if resume_marker is None else (None, None)
+    if source_dir is not None:
+        state["data_seed"] = continual_data_seed(C.seed, ckpt.read_marker(os.path.join(source_dir, source_tag)))
+        print0(f"data: a sample stream of its own (seed {state['data_seed']}, from seed {C.seed} and "
+               f"{os.path.join(source_dir, source_tag)}), not the batches that run trained on")
     if resume_marker is not None:
         try:
             _, client_state = engine.load_checkpoint(load_dir, tag=resume_tag, load_optimizer_states=True,
@@ -1181,7 +1201,8 @@ def run(argv):
             set_rng_state(ckpt.load_rank_state(os.path.join(load_dir, resume_tag), rank)["rng"])
         else:
             seed_everything(C.seed, rank, state["iter"])
-            print0(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {resume_marker['world_size']}: iteration, best val loss, LR "
+            print0(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {resume_marker['world_size']}: "
+                   f"iteration, best val loss, LR "
                    "position, loss scale and optimizer moments carried over; per-rank RNG and batches re-derived")
     else:
         seed_everything(C.seed, rank)  # dropout differs across ranks, reproducibly
@@ -1225,9 +1246,16 @@ def run(argv):
         sizes = [f"{n} ({w:.0%}): {len(splits['train'][n][0]):,} train / {len(splits['val'][n][0]):,} val tokens"
                  for n, w in datasets]
         print0(f"data: {'; '.join(sizes)}")
-        with open(os.path.join(C.out_dir, "config.json"), "w") as f:
+        if resume_marker is None and C.init_from != "scratch":
+            shape = [f"{k}={cfg[k]!r} (the model has {getattr(model.config, k)!r})" for k in MODEL_SETTINGS
+                     if k != "dropout" and cfg[k] != DEFAULTS[k] and cfg[k] != getattr(model.config, k)]
+            if shape:
+                print0(f"warning: ignored: {', '.join(shape)}; the model shape comes from {C.init_from} (these "
+                       "settings shape only init_from=scratch)")
+        with open(os.path.join(C.out_dir, "config.json"), "w") as f:  # "model": the shape actually trained
             json.dump({**cfg, "world_size": world_size, "gradient_accumulation_steps": ga,
-                       "tokens_per_iter": tokens_per_iter, "deepspeed": ds_config}, f, indent=2)
+                       "tokens_per_iter": tokens_per_iter, "model": vars(model.config), "deepspeed": ds_config},
+                      f, indent=2)
 
     # ---- checkpointing
     def save(tag, also=(), update_latest=True):
@@ -1236,7 +1264,8 @@ def run(argv):
         client_state = {"loop": dict(state), "config": cfg, "model_config": vars(model.config).copy()}
         marker = {"iteration": state["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": C.dtype,
                   "model_config": vars(model.config).copy(), "config": cfg}
-        rank_state = {"rng": rng_state(), "sampler": {"seed": C.seed, "rank": rank, "iteration": state["iter"],
+        rank_state = {"rng": rng_state(), "sampler": {"seed": state["data_seed"], "rank": rank,
+                                                      "iteration": state["iter"],
                                                       "world_size": world_size}}
 
         def kill_in_save(where, r):  # TRAIN_FAULT=kill_in_save@N:RANK (tests)
@@ -1261,7 +1290,8 @@ def run(argv):
     process = psutil.Process()
     stop = StopFlag()
     step_timer = StepTimer(on_gpu)
-    batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, C.seed, rank, device)
+    batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, state["data_seed"], rank,
+                      device)
     lr_decay_iters = C.lr_decay_iters or C.max_iters
     t_start = time.time()
     start_iter = state["iter"]
@@ -1300,7 +1330,11 @@ def run(argv):
                 early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience
                 if last_step or early_stop:
                     if early_stop and not last_step:
-                        print0(f"early stop: val loss has not improved for {C.patience} evals")
+                        print0(f"early stop: val loss has not improved for {C.patience} evals; the best weights "
+                               f"(val loss {state['best_val_loss']:.4f}) are in {os.path.join(C.out_dir, 'best')}: "
+                               "sample or export that tag, not final"
+                               if C.save_checkpoints else
+                               f"early stop: val loss has not improved for {C.patience} evals")
                     save("final", also=("best",) if improved else ())
                     break
                 # not at a fresh run's iteration 0; on a resume, this eval was missing from the checkpoint's state
@@ -1379,7 +1413,7 @@ def run(argv):
             if not first_step_logged:
                 first_step_logged = True
                 print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
-            if master and (it % C.log_interval == 0 or nonfinite or not applied):
+            if master and ((it + 1) % C.log_interval == 0 or it + 1 == C.max_iters or nonfinite or not applied):
                 grad_norm = engine.get_global_grad_norm()
                 tok_s = tokens_per_iter / dt / world_size
                 metrics = {

@@ -238,6 +238,17 @@ def test_exit_code_and_one_line(tmp_path):
         "error: batch_size (0) and gradient_accumulation_steps (2) must be at least 1"]
 
 
+def test_init_from_an_incomplete_tag_of_another_run(tmp_path, shakespeare):
+    src = tmp_path / "src"
+    (src / "final").mkdir(parents=True)
+    (src / "final" / ckpt.MODEL_STATES).write_bytes(b"cut short")  # a save killed before complete.json
+    (src / "best").mkdir()
+    (src / "best" / ckpt.COMPLETE).write_text(json.dumps({"files": {}, "model_config": {"block_size": 64}}))
+    assert error_of([*base(tmp_path, shakespeare), f"--init_from={src}/final"]) == (
+        f"checkpoint {src}/final is incomplete (no complete.json): it was interrupted while saving; choose another "
+        f"with --init_from={src}/TAG: best")
+
+
 def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
     out = tmp_path / "out"
     (out / "iter_30").mkdir(parents=True)

@@ -1,5 +1,6 @@
 """A checkpoint trained with 2 ranks, used elsewhere: transformers, model.py, DeepSpeed's zero_to_fp32.py,
 sample.py, and continual training from it."""
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 import checkpoint as ckpt
+import train_deepspeed as T
 from conftest import REPO, TINY, assert_ok, eval_losses, launch, train_env
 from model import GPT, GPTConfig
 
@@ -98,9 +100,15 @@ def test_continual_training_from_another_runs_checkpoint(reference_run, shakespe
     """Stage two of the guide: a new run starts from the weights of out/final with a fresh optimizer and LR."""
     ref_out, ref_log = reference_run
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'stage2'}",
-                   f"--init_from={ref_out}/final", "--max_iters=4", "--eval_interval=4"])
+                   f"--init_from={ref_out}/final", "--max_iters=4", "--eval_interval=4", "--n_layer=3"])
     assert_ok(proc)
     assert f"from weights of {ref_out}/final (fresh optimizer and schedule)" in proc.stdout
+    assert (f"warning: ignored: n_layer=3 (the model has 2); the model shape comes from {ref_out}/final") in proc.stdout
+    with open(tmp_path / "stage2" / "config.json") as f:
+        assert json.load(f)["model"]["n_layer"] == 2  # the shape trained, whatever the settings said
+    seed = T.continual_data_seed(1337, ckpt.read_marker(os.path.join(ref_out, "final")))
+    assert (f"data: a sample stream of its own (seed {seed}, from seed 1337 and {ref_out}/final), not the batches "
+            "that run trained on") in proc.stdout
     evals = eval_losses(proc.stdout)
     assert evals[0][1] == pytest.approx(eval_losses(ref_log)[12][1], abs=1e-3)  # starts where stage one ended
     assert "iter 1/4" in proc.stdout and "lr 5.00e-04" in proc.stdout  # warmup starts again

@@ -105,7 +105,8 @@ def test_early_stopping_with_dataset_mixing(shakespeare, other_dataset, tmp_path
     assert "999," not in (out / "logs" / "csv" / "Train_loss.csv").read_text()  # this run's curve starts empty
     evals = eval_losses(log)
     assert sorted(evals) == [0, 2, 4]  # no improvement at 2 and 4: patience 2 stops at the eval of iteration 4
-    assert "early stop: val loss has not improved for 2 evals" in log
+    assert (f"early stop: val loss has not improved for 2 evals; the best weights (val loss {evals[0][1]:.4f}) are "
+            f"in {out}/best: sample or export that tag, not final") in log
     assert "iter 5/20" not in log and ckpt.read_latest(str(out)) == "final"
     assert ckpt.verify(str(out / "final"))["iteration"] == 4
     per_dataset = re.search(r"^eval 0: .*\| val/(\S+) (\S+) \| val/(\S+) (\S+)", log, re.M)

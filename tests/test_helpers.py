@@ -168,6 +168,19 @@ def test_parse_datasets():
     assert parse_datasets("/data/x:2") == [("/data/x", 1.0)]
     with pytest.raises(InputError, match="dataset weight 'lots' in 'a:lots' is not a number"):
         parse_datasets("a:lots")
+    with pytest.raises(InputError, match="dataset 'a' appears twice in 'a:0.3,b:0.5,a:0.2'; give each dataset once"):
+        parse_datasets("a:0.3,b:0.5,a:0.2")
+
+
+def test_continual_runs_draw_their_own_sample_stream():
+    source = {"iteration": 12, "saved_at": 1764400000.25}
+    seed = T.continual_data_seed(1337, source)
+    assert seed == T.continual_data_seed(1337, dict(source))  # reproducible
+    assert len({seed, 1337, T.continual_data_seed(1338, source),
+                T.continual_data_seed(1337, dict(source, iteration=13))}) == 4  # another stream for each source
+    data = [(np.arange(10_000, dtype=np.uint16), 1.0)]
+    replayed = get_batch(data, 64, 4, 1337, 0, 0, 0)[0]
+    assert not np.array_equal(get_batch(data, 64, 4, seed, 0, 0, 0)[0], replayed)
 
 
 # ---- evaluation windows

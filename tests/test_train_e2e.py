@@ -47,8 +47,9 @@ def test_profiled_iteration_has_every_phase_on_every_rank(shakespeare, tmp_path)
     # Its own run: the profiler's own start/stop lines (from C++, on every rank) may land inside other log lines.
     out = tmp_path / "out"
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=3", "--eval_interval=100",
-                   "--save_checkpoints=False", "--profile_iteration=2"])
+                   "--save_checkpoints=False", "--profile_iteration=2", "--log_interval=2"])
     assert_ok(proc)
+    assert sorted(iter_losses(proc.stdout)) == [2, 3]  # every log_interval-th iteration, and the last
     assert sorted(os.listdir(out / "profile")) == ["rank_0.json.gz", "rank_1.json.gz"]
     for r in range(2):
         summary = trace_summary.summarise(trace_summary.load(str(out / "profile" / f"rank_{r}.json.gz")))
