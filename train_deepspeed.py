@@ -1145,8 +1145,8 @@ def run(argv):
     # ---- DeepSpeed engine
     zero = ds_config.get("zero_optimization", {})
     offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
-    est_gpu = estimate_model_state_memory(model, zero_stage, offload,
-                                          zero.get("offload_param", {}).get("device", "none") != "none", world_size)
+    offload_params = zero.get("offload_param", {}).get("device", "none") != "none"
+    est_gpu = estimate_model_state_memory(model, zero_stage, offload, offload_params, world_size)
 
     def make_optimizer(params):
         if offload:
@@ -1217,8 +1217,11 @@ def run(argv):
         print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
                f"parameters, from {origin}")
         print0(f"hardware: {world_size} x {gpu}; precision {C.dtype}; ZeRO stage {zero_stage}"
-               f"{' with optimizer offload' if offload else ''}; fused kernels {fused_note}"
-               f"{'; deterministic kernels' if C.deterministic else ''}")
+               f"{' with optimizer' + (' and parameter' if offload_params else '') + ' offload' if offload else ''}"
+               f"; fused kernels {fused_note}{'; deterministic kernels' if C.deterministic else ''}"
+               f"{f'; {C.gradient_checkpointing} blocks recomputed' if C.gradient_checkpointing > 0 else ''}"
+               f"{'; every block recomputed' if C.gradient_checkpointing < 0 else ''}"
+               f"{'; blocks compiled' if C.compile else ''}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         if resume_marker is not None and "config" in resume_marker:

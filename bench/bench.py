@@ -271,8 +271,11 @@ def main():
         with lock:
             results.append(summary)
             free.extend(ids)
-        print(f"{summary['name']}: {summary['status']}, {summary['tok_s_gpu']} tok/s/gpu, MFU {summary['mfu']}, "
-              f"peak {summary['peak_mem_gib']} GiB, first step {summary['launch_to_first_step_s']}s", flush=True)
+        def shown(key, fmt):  # a CPU run has no MFU and no GPU memory
+            return fmt.format(summary[key]) if summary.get(key) is not None else "-"
+        print(f"{summary['name']}: {summary['status']}, {shown('tok_s_gpu', '{:,.0f}')} tok/s/gpu, MFU "
+              f"{shown('mfu', '{:.1%}')}, peak {shown('peak_mem_gib', '{:.1f}')} GiB, first step "
+              f"{shown('launch_to_first_step_s', '{:.1f}')} s", flush=True)
 
     while pending or threads:
         with lock:
