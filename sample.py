@@ -56,9 +56,7 @@ def load(init_from):
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
-    if not os.path.isdir(init_from):
-        init_from = gpt2_name(init_from)
-    if not os.path.isdir(init_from) and init_from not in GPT2_SIZES:
+    if not os.path.isdir(init_from) and gpt2_name(init_from) not in GPT2_SIZES:  # from_pretrained takes both names
         raise InputError(f"init_from {init_from!r} is not a run's out_dir (or out_dir/tag), a Hugging Face GPT-2 "
                          f"directory or one of {', '.join(GPT2_SIZES)}; check the path")
     return GPT.from_pretrained(init_from)

@@ -682,7 +682,7 @@ def trim_csv_logs(csv_dir, last_step):
     for path in sorted(glob.glob(os.path.join(csv_dir, "*.csv"))):
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-        kept = rows[:1] + [r for r in rows[1:] if step_of(r) is not None and step_of(r) <= last_step]
+        kept = rows[:1] + [r for r in rows[1:] if (step := step_of(r)) is not None and step <= last_step]
         if kept != rows:
             with open(path + ".tmp", "w", newline="") as f:
                 csv.writer(f).writerows(kept)
@@ -840,9 +840,9 @@ def setup_fused_kernels(model, with_norm=True, strict=False):
     return "; ".join(notes)
 
 
-def with_resume_tag(message):
-    """A checkpoint error's "choose another tag: a, b" made concrete for a resume: with --resume_tag."""
-    return message.replace("choose another tag: ", "choose another tag with --resume_tag=TAG: ")
+def choose_with(message, how):
+    """A checkpoint error's generic "choose another tag: a, b" made concrete: "choose another <how>: a, b"."""
+    return message.replace("choose another tag: ", f"choose another {how}: ")
 
 
 def resolve_init(C):
@@ -853,7 +853,7 @@ def resolve_init(C):
         try:
             tag, marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
         except ckpt.CheckpointError as e:
-            raise InputError(with_resume_tag(str(e))) from None
+            raise InputError(choose_with(str(e), "tag with --resume_tag=TAG")) from None
         return tag, marker, marker["model_config"]["block_size"]
     if C.init_from == "scratch":
         return None, None, C.block_size
@@ -862,8 +862,7 @@ def resolve_init(C):
         try:
             return None, None, ckpt.verify(os.path.join(source_dir, tag))["model_config"]["block_size"]
         except ckpt.CheckpointError as e:
-            hint = f"choose another with --init_from={source_dir}/TAG: "
-            raise InputError(str(e).replace("choose another tag: ", hint)) from None
+            raise InputError(choose_with(str(e), f"with --init_from={source_dir}/TAG")) from None
     if not os.path.isdir(C.init_from) and C.init_from not in GPT2_SIZES:
         raise InputError(f"unknown init_from {C.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")
@@ -904,7 +903,6 @@ def apply_collective_timeout(timeout):
 def stale_build_locks(root=None, max_age_s=600):
     """Lock files of torch extension builds (DeepSpeed's ops, fused_dense) older than max_age_s. A build that was
     killed leaves its lock behind and every later build of that extension waits on it for ever."""
-    import glob
     from torch.utils.cpp_extension import get_default_build_root
     root = root or os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
     # root/<name>/lock under $TORCH_EXTENSIONS_DIR, root/<python>_<cuda>/<name>/lock under the default root
@@ -1187,9 +1185,9 @@ def run(argv):
             _, client_state = engine.load_checkpoint(load_dir, tag=resume_tag, load_optimizer_states=True,
                                                      load_lr_scheduler_states=False)
         except Exception as e:
+            others = choose_with(ckpt.other_tags(os.path.join(C.out_dir, resume_tag)), "tag with --resume_tag=TAG")
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
-                             f"({type(e).__name__}: {one_line(e)}); "
-                             f"{with_resume_tag(ckpt.other_tags(os.path.join(C.out_dir, resume_tag)))}") from None
+                             f"({type(e).__name__}: {one_line(e)}); {others}") from None
         # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
         state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"]})
         # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside
@@ -1216,12 +1214,17 @@ def run(argv):
         gpu = torch.cuda.get_device_name(local_rank) if on_gpu else "CPU (DeepSpeed CPU accelerator)"
         print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
                f"parameters, from {origin}")
-        print0(f"hardware: {world_size} x {gpu}; precision {C.dtype}; ZeRO stage {zero_stage}"
-               f"{' with optimizer' + (' and parameter' if offload_params else '') + ' offload' if offload else ''}"
-               f"; fused kernels {fused_note}{'; deterministic kernels' if C.deterministic else ''}"
-               f"{f'; {C.gradient_checkpointing} blocks recomputed' if C.gradient_checkpointing > 0 else ''}"
-               f"{'; every block recomputed' if C.gradient_checkpointing < 0 else ''}"
-               f"{'; blocks compiled' if C.compile else ''}")
+        offloaded = f" with optimizer{' and parameter' if offload_params else ''} offload" if offload else ""
+        how = [f"{world_size} x {gpu}", f"precision {C.dtype}", f"ZeRO stage {zero_stage}{offloaded}",
+               f"fused kernels {fused_note}"]
+        if C.deterministic:
+            how.append("deterministic kernels")
+        if C.gradient_checkpointing:
+            how.append("every block recomputed" if C.gradient_checkpointing < 0
+                       else f"{C.gradient_checkpointing} blocks recomputed")
+        if C.compile:
+            how.append("blocks compiled")
+        print0(f"hardware: {'; '.join(how)}")
         print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         if resume_marker is not None and "config" in resume_marker:
@@ -1268,8 +1271,7 @@ def run(argv):
         marker = {"iteration": state["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": C.dtype,
                   "model_config": vars(model.config).copy(), "config": cfg}
         rank_state = {"rng": rng_state(), "sampler": {"seed": state["data_seed"], "rank": rank,
-                                                      "iteration": state["iter"],
-                                                      "world_size": world_size}}
+                                                      "iteration": state["iter"], "world_size": world_size}}
 
         def kill_in_save(where, r):  # TRAIN_FAULT=kill_in_save@N:RANK (tests)
             if fault_at(faults, "kill_in_save", state["iter"], r):
@@ -1333,11 +1335,10 @@ def run(argv):
                 early_stop = C.patience > 0 and state["evals_without_improvement"] >= C.patience
                 if last_step or early_stop:
                     if early_stop and not last_step:
-                        print0(f"early stop: val loss has not improved for {C.patience} evals; the best weights "
-                               f"(val loss {state['best_val_loss']:.4f}) are in {os.path.join(C.out_dir, 'best')}: "
-                               "sample or export that tag, not final"
-                               if C.save_checkpoints else
-                               f"early stop: val loss has not improved for {C.patience} evals")
+                        best = (f"; the best weights (val loss {state['best_val_loss']:.4f}) are in "
+                                f"{os.path.join(C.out_dir, 'best')}: sample or export that tag, not final"
+                                if C.save_checkpoints else "")
+                        print0(f"early stop: val loss has not improved for {C.patience} evals{best}")
                     save("final", also=("best",) if improved else ())
                     break
                 # not at a fresh run's iteration 0; on a resume, this eval was missing from the checkpoint's state

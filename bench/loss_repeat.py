@@ -9,7 +9,6 @@ per-row losses, their sums, the loss, the gradients. Then the sum of one set of 
     python bench/loss_repeat.py [--dtype float16] [--deterministic] [--repeats 30]
 """
 import argparse
-import hashlib
 import os
 import sys
 
@@ -18,14 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as model_module  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from determinism import digest  # noqa: E402
 from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
-
-
-def digest(tensors):
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def main():

@@ -278,8 +278,7 @@ def check_name(name):
     """The dataset goes to <out_root>/<name>/: a name like ../evil or /tmp/x would write outside out_root."""
     if not name or name.startswith(".") or any(c in name for c in "/\\,:"):  # ',' and ':' split --dataset
         raise InputError(f"error: --name {name!r} is not a plain folder name (no '/', ',' or ':', not starting with "
-                         "'.'); "
-                         "use e.g. --name mydata, which writes data/mydata/")
+                         "'.'); use e.g. --name mydata, which writes data/mydata/")
 
 
 def check_inputs(flag, paths):
