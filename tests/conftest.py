@@ -31,7 +31,8 @@ def free_port():
 
 
 def train_env(extra=None):
-    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    # PYTHONFAULTHANDLER: a rank that aborts or crashes prints where its Python threads were
+    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     env.pop("WANDB_DIR", None)  # the trainer's own choice, out_dir/logs, is what the tests check
     env.update(extra or {})
     return env

@@ -46,4 +46,9 @@ if __name__ == "__main__":
     deepspeed.init_distributed(dist_backend="gloo")
     for name in (a for a in sys.argv[1:] if not a.startswith("--")):  # the launcher adds --local_rank
         check(getattr(torch, name), int(os.environ["RANK"]))
-    T.shutdown()  # a rank that exits with gloo's threads still running can abort ("terminate called ...")
+    T.shutdown()
+    # Twice in CI (never in 60 local runs) a rank aborted after printing right results and tearing the group down:
+    # "terminate called without an active exception", a C++ thread still joinable when the interpreter's teardown
+    # destroyed it. The results are out; leave without that teardown.
+    sys.stdout.flush()
+    os._exit(0)
