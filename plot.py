@@ -25,6 +25,20 @@ def read_series(csv_dir, name):
     return dict(sorted(series.items()))
 
 
+def tokens_at(tokens, step):
+    """Tokens seen after `step` iterations, from the {iterations done: tokens seen} series that is logged every
+    log_interval iterations: linear between logged points (from 0 at 0, a fresh run's start), and past the last one at
+    the last interval's rate (a running run's evals can be newer than its last log line)."""
+    if step in tokens or not tokens:
+        return tokens.get(step, 0)
+    steps = sorted({0, *tokens})
+    seen = [tokens.get(s, 0) for s in steps]
+    if step <= steps[-1]:
+        return float(np.interp(step, steps, seen))
+    rate = (seen[-1] - seen[-2]) / (steps[-1] - steps[-2])
+    return seen[-1] + (step - steps[-1]) * rate
+
+
 def plot_run(out_dir, path=None):
     """Write the PNG and return its path, or None when the run has logged nothing yet."""
     import matplotlib
@@ -39,17 +53,10 @@ def plot_run(out_dir, path=None):
     if not train and not evals["val"]:
         return None
 
-    def tokens_at(step):  # tokens seen by the end of `step`; evals happen before their step's update
-        if step in tokens or not tokens:
-            return tokens.get(step, 0)
-        steps = sorted(tokens)  # logged every log_interval iterations: in between, tokens grow linearly
-        return float(np.interp(step, [0] + steps, [0] + [tokens[s] for s in steps],
-                               right=tokens[steps[-1]] + (step - steps[-1]) * tokens[steps[-1]] / steps[-1]))
-
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, use_tokens in ((axes[0], False), (axes[1], True)):
         def xs(steps):
-            return [tokens_at(s) / 1e6 for s in steps] if use_tokens else list(steps)
+            return [tokens_at(tokens, s) / 1e6 for s in steps] if use_tokens else list(steps)
         if train:
             ax.plot(xs(train), list(train.values()), lw=0.8, alpha=0.6, label="train loss (iteration)")
         for name, marker in (("train", "s"), ("val", "o")):

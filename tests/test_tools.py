@@ -161,6 +161,16 @@ def test_plot_bad_folder(tmp_path, name, message):
     assert not os.path.exists(tmp_path / "loss.png")
 
 
+def test_plot_tokens_at_interpolates_between_log_lines():
+    """Evals fall between the log lines that record tokens seen: a fresh run's tokens grow from 0, a resume with a
+    bigger batch changes the rate, and past the last log line the last interval's rate holds."""
+    import plot
+    tokens = {10: 1_000, 20: 2_000, 30: 5_000}  # 100 tokens an iteration, then 300 after a resume at 20
+    assert [plot.tokens_at(tokens, s) for s in (0, 5, 10, 15, 20, 25, 30, 32)] == [
+        0, 500, 1_000, 1_500, 2_000, 3_500, 5_000, 5_600]
+    assert plot.tokens_at({}, 7) == 0
+
+
 # -----------------------------------------------------------------------------
 # run_deepspeed_xl.sh, with a stand-in `deepspeed` that prints its command line
 
