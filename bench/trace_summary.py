@@ -144,13 +144,15 @@ def summarise(events):
 
 
 def report(s):
-    print("phases: host time inside each; GPU time of the kernels launched in it (streams added), first to last")
+    on_gpu = bool(s["by_kind"])
+    print("phases: host time inside each" + ("; GPU time of the kernels launched in it (streams added), first to last"
+                                             if on_gpu else " (no GPU kernels in the trace: a CPU run)"))
     for name in PHASES:
         if name in s["phases"]:
             count, cpu_ms, gpu_ms, span_ms = s["phases"][name]
-            print(f"  {name:16} {count} x, host {cpu_ms:8.1f} ms, GPU kernels {gpu_ms:8.1f} ms over {span_ms:8.1f} ms")
-    if not s["by_kind"]:
-        print("no GPU kernels in the trace (a CPU run)")
+            gpu = f", GPU kernels {gpu_ms:8.1f} ms over {span_ms:8.1f} ms" if on_gpu else ""
+            print(f"  {name:16} {count} x, host {cpu_ms:8.1f} ms{gpu}")
+    if not on_gpu:
         return
     print(f"GPU: {s['window_ms']:.1f} ms from the first kernel to the last; kernels running {s['busy_ms']:.1f} ms, "
           f"compute kernels {s['compute_ms']:.1f} ms; communication {s['comm_ms']:.1f} ms, of which "

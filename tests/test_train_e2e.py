@@ -43,7 +43,7 @@ def test_loss_falls_and_checkpoints_appear(reference_run):
     assert resolved["tokens_per_iter"] == 1024 and resolved["deepspeed"]["train_batch_size"] == 16
 
 
-def test_profiled_iteration_has_every_phase_on_every_rank(shakespeare, tmp_path):
+def test_profiled_iteration_has_every_phase_on_every_rank(shakespeare, tmp_path, capsys):
     # Its own run: the profiler's own start/stop lines (from C++, on every rank) may land inside other log lines.
     out = tmp_path / "out"
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=3", "--eval_interval=100",
@@ -57,6 +57,11 @@ def test_profiled_iteration_has_every_phase_on_every_rank(shakespeare, tmp_path)
         assert {k: p[0] for k, p in summary["phases"].items()} == {"forward": 2, "backward": 2, "optimizer step": 1}
         assert all(host_ms > 0 and gpu_ms == 0 for _, host_ms, gpu_ms, _ in summary["phases"].values())
         assert not summary["by_kind"]
+        capsys.readouterr()
+        trace_summary.report(summary)
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "phases: host time inside each (no GPU kernels in the trace: a CPU run)"
+        assert len(lines) == 4 and all(" x, host " in line and "GPU" not in line for line in lines[1:])
 
 
 def test_exact_resume(reference_run, shakespeare, tmp_path):
