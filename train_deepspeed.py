@@ -1114,7 +1114,22 @@ def run(argv):
         moved = ckpt.set_aside_logs(C.out_dir) if resume_marker is None else None
         if moved:
             print0(f"the logs of an earlier run that saved no checkpoint moved to {moved}")
-    dist.barrier()
+        if C.wandb_log:
+            os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
+    # the monitors start here, before the model, so that wandb without credentials (or network) is one line, not
+    # rank 0's traceback and the other ranks' broken collectives; rank 0 only (MonitorMaster's rule)
+    from deepspeed.monitor.config import get_monitor_config
+    from deepspeed.monitor.monitor import MonitorMaster
+    monitor_error = None
+    try:
+        monitor = MonitorMaster(get_monitor_config(monitor_sections))
+    except Exception as e:  # wandb.init's UsageError, CommError, ...
+        monitor_error = f"{type(e).__name__}: {one_line(e)}"
+    failed = torch.tensor([float(monitor_error is not None)], device=device)
+    dist.all_reduce(failed)  # also the barrier that keeps the other ranks from racing ahead of the recovery above
+    if failed.item():
+        raise InputError(f"the monitors could not start ({monitor_error}); for wandb: `wandb login` or WANDB_API_KEY, "
+                         "or WANDB_MODE=offline to log without network, or --wandb_log=False")
     if not on_gpu:
         release_cpu_allreduce_buffer(rank)
 
@@ -1156,11 +1171,6 @@ def run(argv):
         deepspeed.zero.register_external_parameter(model, model.transformer.wte.weight)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.param_groups(C.weight_decay),
                                                    optimizer=make_optimizer, config=ds_config)
-    from deepspeed.monitor.config import get_monitor_config
-    from deepspeed.monitor.monitor import MonitorMaster
-    if master and C.wandb_log:
-        os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
-    monitor = MonitorMaster(get_monitor_config(monitor_sections))
     # DeepSpeed's separate inf/NaN scan of every gradient partition costs ~80 ms per step for GPT-2 XL on one
     # H100 (bench/NOTES.md). The global gradient norm it computes anyway is non-finite in exactly those cases and
     # already makes fp16 (and fp32) skip the step; bf16 gets the scan back on a step whose loss was NaN/inf.
@@ -1225,7 +1235,8 @@ def run(argv):
         if C.compile:
             how.append("blocks compiled")
         print0(f"hardware: {'; '.join(how)}")
-        print0(f"batch: {mb} x {ga} x {world_size} GPUs x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
+        ranks = f"{world_size} {'GPUs' if on_gpu else 'CPU processes'}"
+        print0(f"batch: {mb} x {ga} x {ranks} x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         if resume_marker is not None and "config" in resume_marker:
             saved_seqs = derive_batch(resume_marker["config"], resume_marker["world_size"])[2]
@@ -1419,6 +1430,7 @@ def run(argv):
                 print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
             if master and ((it + 1) % C.log_interval == 0 or it + 1 == C.max_iters or nonfinite or not applied):
                 grad_norm = engine.get_global_grad_norm()
+                grad_norm = None if grad_norm is None else float(grad_norm)  # ZeRO's is a tensor: CSV would get str()
                 tok_s = tokens_per_iter / dt / world_size
                 metrics = {
                     "loss": mean_loss, "lr": lr, "ms": dt * 1000, "tok_s": tok_s,

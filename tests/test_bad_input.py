@@ -301,6 +301,22 @@ def test_missing_logging_package_is_a_clear_error(tmp_path, shakespeare, monkeyp
     assert msg.startswith("wandb_log=True needs the wandb package: pip install wandb")
 
 
+def test_wandb_without_credentials_is_one_line_on_every_rank(tmp_path, shakespeare):
+    """wandb.init fails on rank 0 only (no API key, no network): one line and exit 2 from the whole run, not rank 0's
+    traceback and the other rank's broken collective."""
+    env = train_env({"WANDB_MODE": "online", "NETRC": str(tmp_path / "no-netrc"),
+                     "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")})
+    env.pop("WANDB_API_KEY", None)
+    proc = launch([*base(tmp_path, shakespeare), "--wandb_log=True", "--max_iters=2"], env=env, timeout=300)
+    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    errors = [line for line in proc.stdout.splitlines() if "error" in line.lower()]
+    assert errors[0] == ("error: the monitors could not start (UsageError: No API key configured. Use `wandb login` to "
+                         "log in.); for wandb: `wandb login` or WANDB_API_KEY, or WANDB_MODE=offline to log without "
+                         "network, or --wandb_log=False"), errors
+    assert "Traceback" not in proc.stdout
+    assert not os.path.exists(tmp_path / "out" / "latest")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--temperature=-1.0"], "error: setting temperature must be >= 0 (0 = greedy), got -1.0"),
     (["--top_p=0.0"], "error: setting top_p must be in (0, 1] (1 = off), got 0.0"),

@@ -22,7 +22,7 @@ def test_loss_falls_and_checkpoints_appear(reference_run):
     losses = iter_losses(log)
     assert sorted(losses) == list(range(1, 13))
     assert sum(list(losses.values())[-3:]) / 3 < sum(list(losses.values())[:3]) / 3 - 0.8
-    assert "batch: 4 x 2 x 2 GPUs x 64 = 1,024 tokens per iteration (16 sequences)" in log
+    assert "batch: 4 x 2 x 2 CPU processes x 64 = 1,024 tokens per iteration (16 sequences)" in log
     assert {"iter_6", "best", "final", "latest"} <= set(os.listdir(out))
     assert ckpt.read_latest(out) == "final"
     marker = ckpt.verify(os.path.join(out, "final"))
