@@ -1106,7 +1106,14 @@ def run(argv):
         print(f"warning: {lock} is over 10 minutes old: a killed build of a torch extension leaves it, and the build "
               "of that extension (next) then waits for ever; delete it unless a build is running", flush=True)
     apply_collective_timeout(timedelta(minutes=C.dist_timeout_minutes))
-    deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
+    try:
+        deepspeed.init_distributed(timeout=timedelta(minutes=C.dist_timeout_minutes))
+    except Exception as e:
+        if "EADDRINUSE" not in str(e) and "address already in use" not in str(e).lower():
+            raise
+        port = os.environ.get("MASTER_PORT", "29500")
+        raise InputError(f"port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> "
+                         "to deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one") from None
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
     if master:
         for note in ckpt.recover(C.out_dir):

@@ -317,6 +317,23 @@ def test_wandb_without_credentials_is_one_line_on_every_rank(tmp_path, shakespea
     assert not os.path.exists(tmp_path / "out" / "latest")
 
 
+def test_rendezvous_port_in_use(tmp_path, shakespeare):
+    """The bare deepspeed launcher on a port another program holds: one line naming the port and the fix."""
+    import socket
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus=2", f"--master_port={port}",
+               "train_deepspeed.py", *base(tmp_path, shakespeare), "--max_iters=2"]
+        proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == [
+        f"error: port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> to "
+        "deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--temperature=-1.0"], "error: setting temperature must be >= 0 (0 = greedy), got -1.0"),
     (["--top_p=0.0"], "error: setting top_p must be in (0, 1] (1 = off), got 0.0"),
