@@ -792,13 +792,11 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
         except ckpt.CheckpointError as e:
             raise InputError(str(e)) from None
         model.to(device=device, dtype=ptdtype)
-        config = model.config
-        if cfg["block_size"] < config.block_size:
-            model.crop_block_size(cfg["block_size"])
         return model, f"weights of {os.path.join(source_dir, tag)} (fresh optimizer and schedule)"
+    # A shorter block_size trains on shorter windows but keeps every position embedding: the model (and its
+    # export) keeps the context it came with instead of being cut to the training window
     try:
-        model = GPT.from_pretrained(init_from, device=device, dtype=ptdtype, block_size=cfg["block_size"],
-                                    dropout=cfg["dropout"])
+        model = GPT.from_pretrained(init_from, device=device, dtype=ptdtype, dropout=cfg["dropout"])
     except PretrainedNotFound as e:
         raise InputError(str(e)) from None
     return model, f"pretrained {init_from}"
@@ -1229,8 +1227,10 @@ def run(argv):
     peak = peak_flops(torch.cuda.get_device_name(local_rank), ptdtype) if on_gpu else None
     if master:
         gpu = torch.cuda.get_device_name(local_rank) if on_gpu else "CPU (DeepSpeed CPU accelerator)"
+        context = (f", trained on {C.block_size}-token windows of its {model.config.block_size}-token context"
+                   if C.block_size < model.config.block_size else "")
         print0(f"model: GPT-2 {model.config.n_layer} layers, {model.config.n_embd} wide, {n_params / 1e6:.1f}M "
-               f"parameters, from {origin}")
+               f"parameters, from {origin}{context}")
         offloaded = f" with optimizer{' and parameter' if offload_params else ''} offload" if offload else ""
         how = [f"{world_size} x {gpu}", f"precision {C.dtype}", f"ZeRO stage {zero_stage}{offloaded}",
                f"fused kernels {fused_note}"]

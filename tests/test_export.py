@@ -112,3 +112,29 @@ def test_continual_training_from_another_runs_checkpoint(reference_run, shakespe
     evals = eval_losses(proc.stdout)
     assert evals[0][1] == pytest.approx(eval_losses(ref_log)[12][1], abs=1e-3)  # starts where stage one ended
     assert "iter 1/4" in proc.stdout and "lr 5.00e-04" in proc.stdout  # warmup starts again
+
+
+def test_finetune_on_shorter_windows_keeps_the_models_context(shakespeare, tmp_path):
+    """block_size below the model's context trains on shorter windows; the model, and the transformers export,
+    keep every position (positions past the window get no gradient, only AdamW's decay)."""
+    from transformers import GPT2Config
+    source = tmp_path / "hf-src"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_positions=128, n_embd=32, n_layer=2, n_head=2)).save_pretrained(source)
+    out = tmp_path / "out"
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", f"--init_from={source}", "--block_size=32",
+                   "--max_iters=2", "--eval_interval=2", "--learning_rate=1e-3", "--warmup_iters=0"])
+    assert_ok(proc)
+    assert f"from pretrained {source}, trained on 32-token windows of its 128-token context" in proc.stdout
+    hf_dir = tmp_path / "hf"
+    run_py("export.py", str(out), "--hf", str(hf_dir))
+    hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    assert hf.config.n_positions == 128
+    before = GPT2LMHeadModel.from_pretrained(source).transformer.wpe.weight.detach()
+    after = hf.transformer.wpe.weight.detach()
+    assert (after[:32] - before[:32]).abs().max() > 1e-4  # trained
+    ratio = after[32:] / before[32:]  # decayed, unchanged otherwise: (1 - 1e-3 x 0.1) per step at most
+    assert ratio.min() >= (1 - 1e-4) ** 2 - 1e-6 and ratio.max() <= 1 + 1e-6
+    with torch.no_grad():
+        logits = hf(torch.randint(0, 50257, (1, 128))).logits
+    assert logits.shape == (1, 128, 50257) and torch.isfinite(logits).all()
