@@ -4,6 +4,7 @@ Generate text from a trained model.
     python sample.py --init_from=out-shakespeare-xl                      # the checkpoint `latest` names
     python sample.py --init_from=out-shakespeare-xl/best --start="ROMEO:" --num_samples=3
     python sample.py --init_from=out-shakespeare-xl/export/final-hf      # an exported Hugging Face directory
+    python sample.py --init_from=model.pt                                # export.py --pt's file
     python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt --device=cuda
 
 Settings are the globals below, overridden by --key=value (as in train_deepspeed.py). Uses the KV cache.
@@ -13,7 +14,7 @@ import sys
 import torch
 
 # -----------------------------------------------------------------------------
-init_from = "out-shakespeare-xl"  # a run's out_dir or out_dir/<tag>, a Hugging Face GPT-2 directory, or a GPT-2 name
+init_from = "out-shakespeare-xl"  # a run's out_dir or out_dir/<tag>, a HF GPT-2 directory, a .pt export, a GPT-2 name
 start = "\n"  # the prompt, or FILE:path to read it from a file
 num_samples = 3
 max_new_tokens = 200
@@ -48,17 +49,23 @@ def check_settings(C):
 
 
 def load(init_from):
-    """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory or a GPT-2 name."""
+    """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory, export.py's .pt file or a GPT-2 name."""
     import os
     import checkpoint as ckpt
-    from model import GPT, GPT2_SIZES, gpt2_name
+    from export import is_pt_export
+    from model import GPT, GPT2_SIZES, GPTConfig, gpt2_name
     from train_deepspeed import InputError
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
+    if os.path.isfile(init_from) and is_pt_export(init_from):
+        saved = torch.load(init_from, map_location="cpu", weights_only=True)
+        model = GPT(GPTConfig(**saved["model_config"]), init_weights=False)
+        model.load_state_dict(saved["state_dict"])
+        return model
     if not os.path.isdir(init_from) and gpt2_name(init_from) not in GPT2_SIZES:  # from_pretrained takes both names
         raise InputError(f"init_from {init_from!r} is not a run's out_dir (or out_dir/tag), a Hugging Face GPT-2 "
-                         f"directory or one of {', '.join(GPT2_SIZES)}; check the path")
+                         f"directory, export.py's .pt file or one of {', '.join(GPT2_SIZES)}; check the path")
     return GPT.from_pretrained(init_from)
 
 
@@ -99,7 +106,11 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     model.to(device=C["device"], dtype=DTYPES[C["dtype"]]).eval()
-    x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long, device=C["device"])
+    context = model.config.block_size
+    if len(ids) > context:
+        print(f"note: the prompt has {len(ids):,} tokens, more than the model's context of {context}; it sees the last "
+              f"{context}", file=sys.stderr)
+    x = torch.tensor([ids[-context:]], dtype=torch.long, device=C["device"])
     generator = torch.Generator(device=C["device"]).manual_seed(C["seed"])
     for _ in range(C["num_samples"]):
         y = model.generate(x, C["max_new_tokens"], temperature=C["temperature"], top_k=C["top_k"] or None,

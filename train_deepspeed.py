@@ -143,6 +143,12 @@ def parse_config(argv, defaults=DEFAULTS, source=__file__,
         sys.exit(0)
     cfg = dict(defaults)
     argv = [a for a in argv if not a.startswith("--local_rank")]  # the launcher's; LOCAL_RANK says the same
+    script = os.path.basename(source)
+    for arg, after in zip(argv, argv[1:] + [None]):  # before the config files: `--key value` would read value as one
+        key, sep, _ = arg.partition("=")
+        if arg.startswith("--") and not sep:
+            value = after if after is not None and not after.startswith("--") else "VALUE"
+            raise InputError(f"{arg} has no value; write {key}={value}")
     for arg in [a for a in argv if not a.startswith("--")]:
         if not os.path.isfile(arg):
             raise InputError(f"config file {arg} not found; give the path of a .py file of settings, or --key=value")
@@ -158,11 +164,9 @@ def parse_config(argv, defaults=DEFAULTS, source=__file__,
             raise InputError(f"config file {arg}{where} failed to run: {type(e).__name__}: {e}{hint}") from None
         for key, value in scope.items():  # modules, functions and classes a config file imports are not settings
             if not (key.startswith("_") or inspect.ismodule(value) or callable(value)):
-                cfg[key] = check_setting(key, value, defaults, arg)
+                cfg[key] = check_setting(key, value, defaults, arg, script)
     for arg in [a for a in argv if a.startswith("--")]:
-        key, sep, raw = arg[2:].partition("=")
-        if not sep:
-            raise InputError(f"{arg} has no value; write --{key}=VALUE")
+        key, _, raw = arg[2:].partition("=")
         if key in defaults and isinstance(defaults[key], str):
             value = raw  # strings need no quotes on the command line
         elif key in defaults and isinstance(defaults[key], bool) and raw.lower() in BOOL_WORDS:
@@ -172,14 +176,14 @@ def parse_config(argv, defaults=DEFAULTS, source=__file__,
                 value = ast.literal_eval(raw)
             except (ValueError, SyntaxError):
                 value = raw
-        cfg[key] = check_setting(key, value, defaults, "the command line")
+        cfg[key] = check_setting(key, value, defaults, "the command line", script)
     return cfg
 
 
-def check_setting(key, value, defaults, source):
+def check_setting(key, value, defaults, source, script="train_deepspeed.py"):
     if key not in defaults:
         close = difflib.get_close_matches(key, defaults, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else "; the settings are the globals of train_deepspeed.py"
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; the settings are the globals of {script}"
         raise InputError(f"unknown setting {key!r} in {source}{hint}")
     expected = type(defaults[key])
     if expected is float and type(value) is int:

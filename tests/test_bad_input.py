@@ -342,7 +342,12 @@ def test_rendezvous_port_in_use(tmp_path, shakespeare):
                           "use --device=cpu"),
     (["--device=gpu"], "error: device 'gpu' is not a device name; use --device=cpu or --device=cuda"),
     (["--init_from=scratch"], "error: init_from 'scratch' is not a run's out_dir (or out_dir/tag), a Hugging Face "
-                              "GPT-2 directory or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl; check the path"),
+                              "GPT-2 directory, export.py's .pt file or one of gpt2, gpt2-medium, gpt2-large, "
+                              "gpt2-xl; check the path"),
+    (["--init_from=sample.py"], "error: init_from 'sample.py' is not a run's out_dir (or out_dir/tag), a Hugging Face "
+                                "GPT-2 directory, export.py's .pt file or one of gpt2, gpt2-medium, gpt2-large, "
+                                "gpt2-xl; check the path"),
+    (["--bogus=1"], "error: unknown setting 'bogus' in the command line; the settings are the globals of sample.py"),
 ])
 def test_sample_settings(argv, message, monkeypatch, capsys):
     import sample

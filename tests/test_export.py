@@ -94,6 +94,23 @@ def test_sample_from_checkpoint_and_export_agree(trained, tmp_path):
     assert from_ckpt == from_hf  # same weights, same seed: same text
     no_cache = run_py("sample.py", f"--init_from={out}/final", *args, "--use_cache=False")
     assert no_cache == from_ckpt
+    pt = tmp_path / "model.pt"
+    run_py("export.py", out, "--pt", str(pt))
+    assert run_py("sample.py", f"--init_from={pt}", *args) == from_ckpt
+
+
+def test_sample_says_when_the_prompt_is_longer_than_the_context(trained, tmp_path):
+    out, model, _ = trained
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Hello" + " the" * 99)  # 100 tokens, the model's context is 64
+    proc = subprocess.run([sys.executable, "sample.py", f"--init_from={out}/final", f"--start=FILE:{prompt}",
+                           "--num_samples=1", "--max_new_tokens=2", "--device=cpu", "--dtype=float32"],
+                          cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert model.config.block_size == 64
+    assert ("note: the prompt has 100 tokens, more than the model's context of 64; it sees the last 64"
+            in proc.stderr.splitlines())
+    assert proc.stdout.startswith(" the" * 64)  # the last 64 tokens of the prompt, then the sample
 
 
 def test_continual_training_from_another_runs_checkpoint(reference_run, shakespeare, tmp_path):

@@ -32,6 +32,8 @@ def test_config_file_then_command_line(tmp_path):
     (["--compile=maybe"], "setting compile must be bool (True or False), got 'maybe' (str)"),
     (["--batch_size=true"], "setting batch_size must be int, got 'true' (str)"),
     (["--max_iters"], "--max_iters has no value; write --max_iters=VALUE"),
+    (["config/cpu_tiny.py", "--max_iters", "3"], "--max_iters has no value; write --max_iters=3"),
+    (["--max_iters", "--dtype=bfloat16"], "--max_iters has no value; write --max_iters=VALUE"),
     (["missing_config.py"], "config file missing_config.py not found"),
 ])
 def test_config_errors_name_the_key(argv, message):
