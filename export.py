@@ -110,6 +110,10 @@ def main(argv=None):
     if out_dir is None:
         fail(f"{args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir "
              "or out_dir/<tag>")
+    named_tag = None if os.path.normpath(args.checkpoint) == os.path.normpath(out_dir) else tag  # out_dir/<tag>
+    if args.tag and named_tag and args.tag != named_tag:
+        fail(f"{args.checkpoint} is tag {named_tag} but --tag says {args.tag}; give one of them: "
+             f"{os.path.join(out_dir, args.tag)}, or {args.checkpoint} without --tag")
     tag = args.tag or tag
     if not args.hf and not args.pt:
         args.hf = os.path.join(out_dir, "export", f"{tag}-hf")

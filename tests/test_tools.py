@@ -96,6 +96,16 @@ def test_export_is_refused_before_the_checkpoint_is_read(fake_checkpoint, tmp_pa
     assert "is not empty" in refused(capsys, ["run", "--hf", str(tmp_path / "full")])
 
 
+def test_export_refuses_a_tag_that_contradicts_the_path(fake_checkpoint, tmp_path, capsys):
+    path = os.path.join(fake_checkpoint, "final")
+    assert refused(capsys, [path, "--tag", "iter_4", "--pt", str(tmp_path / "m.pt")]) == (
+        f"error: {path} is tag final but --tag says iter_4; give one of them: {fake_checkpoint}/iter_4, or {path} "
+        "without --tag")
+    assert not (tmp_path / "m.pt").exists()
+    export.main([path, "--tag", "final", "--pt", str(tmp_path / "m.pt")])  # saying it twice is no contradiction
+    export.main([fake_checkpoint, "--tag", "final", "--pt", str(tmp_path / "m.pt")])
+
+
 def test_export_not_a_checkpoint_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "export.py", str(tmp_path)], cwd=REPO, env=train_env(),
                           capture_output=True, text=True, timeout=120)
