@@ -38,7 +38,7 @@ init_from = "gpt2-xl"  # 'scratch', 'resume', gpt2[-medium|-large|-xl], a Huggin
 resume_tag = ""  # with init_from='resume': this tag instead of the one `latest` names
 eval_interval = 25  # iterations between evaluations (and checkpoints)
 eval_iters = -1  # fixed val windows of block_size tokens, spread evenly (-1 = all of val); train gets as many
-log_interval = 1
+log_interval = 1  # each log line is its own iteration's loss and speed, not an average
 always_save_checkpoint = False  # save iter_N at every eval, not only when val loss improves
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
 save_checkpoints = True  # False writes no checkpoint at all (benchmarks, dry runs)
