@@ -32,6 +32,7 @@ COMPLETE = "complete.json"
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 UNIVERSAL_DIR = "universal"
+LOCK = ".lock"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 ZERO3_16BIT_MODEL = "model_16bit.bin"
 ITER_TAG = re.compile(r"^iter_(\d+)$")
@@ -136,6 +137,31 @@ def dir_bytes(path):
 # reading the state of out_dir
 
 
+_locks = {}  # out_dir -> the open file whose lock this process holds
+
+
+def lock_out_dir(out_dir):
+    """Take out_dir for this process until it ends (the OS drops the lock however it ends, kill -9 included), so
+    that a second run into the same out_dir cannot recover, move or replace what the first is writing. Returns None,
+    or the holder's "pid N on HOST" when another process has it."""
+    import fcntl
+    import socket
+    key = os.path.realpath(out_dir)
+    if key in _locks:  # a second start in this process (the tests run several in one)
+        return None
+    fd = os.open(os.path.join(out_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode(errors="replace").strip()
+        os.close(fd)
+        return holder or "another process"
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    _locks[key] = fd
+    return None
+
+
 def recover(out_dir):
     """Undo what a kill during a save left behind: unfinished .tmp- tags go, a tag caught mid-swap returns."""
     if not os.path.isdir(out_dir):
@@ -204,7 +230,12 @@ def other_tags(tag_dir):
     """The fix to suggest when tag_dir cannot be used: the run's other complete tags."""
     out_dir, tag = os.path.split(os.path.normpath(tag_dir))
     out_dir = out_dir or "."
-    others = [t for t in saved_tags(out_dir) if t != tag]
+
+    def same_files(other):  # `best` is hard links to the tag it copies: it is no way out of a damaged one
+        a, b = os.path.join(tag_dir, MODEL_STATES), os.path.join(out_dir, other, MODEL_STATES)
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+    others = [t for t in saved_tags(out_dir) if t != tag and not same_files(t)]
     return f"choose another tag: {', '.join(others)}" if others else f"{out_dir} holds no other complete tag"
 
 
@@ -411,10 +442,10 @@ def convert_to_universal(out_dir, tag, log=print):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its progress lines and "*** Done!"; we say what it did
             ds_to_universal(args)
-    except (AssertionError, FileNotFoundError, KeyError, ValueError) as e:
+    except Exception as e:  # a damaged file fails inside torch.load (UnpicklingError, RuntimeError, ...)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: {e}); "
-                              "resume on the GPU count it was saved with") from None
+        raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     with open(os.path.join(tmp, COMPLETE), "w") as f:
         json.dump({**marker, "converted_from": src, "conversion_seconds": time.time() - t0}, f, indent=1)
     install_dir(tmp, dst)

@@ -962,6 +962,17 @@ def use_foreach_grad_norm(optimizer):
     return True
 
 
+def raise_together(failure, device):
+    """An InputError on every rank when any rank has a failure (a one-line message, or None), so that a problem
+    one rank finds ends the run on all of them instead of leaving them in a collective; rank 0's words are
+    printed."""
+    import deepspeed.comm as dist
+    failed = torch.tensor([float(failure is not None)], device=device)
+    dist.all_reduce(failed)
+    if failed.item():
+        raise InputError(failure or "another rank failed (its own line says why)")
+
+
 def shutdown():
     """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
     (gloo drops a barrier's last message if its sender exits first)."""
@@ -1117,28 +1128,30 @@ def run(argv):
         raise InputError(f"port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> "
                          "to deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one") from None
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
+    failure = None
     if master:
-        for note in ckpt.recover(C.out_dir):
-            print0(f"checkpoint recovery: {note}")
-        moved = ckpt.set_aside_logs(C.out_dir) if resume_marker is None else None
-        if moved:
-            print0(f"the logs of an earlier run that saved no checkpoint moved to {moved}")
-        if C.wandb_log:
-            os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
+        holder = ckpt.lock_out_dir(C.out_dir)
+        if holder:
+            failure = (f"out_dir {C.out_dir} is in use by another run ({holder}); wait for it to end, or give "
+                       "another --out_dir")
+        else:
+            for note in ckpt.recover(C.out_dir):
+                print0(f"checkpoint recovery: {note}")
+            moved = ckpt.set_aside_logs(C.out_dir) if resume_marker is None else None
+            if moved:
+                print0(f"the logs of an earlier run that saved no checkpoint moved to {moved}")
+            if C.wandb_log:
+                os.environ.setdefault("WANDB_DIR", os.path.join(C.out_dir, "logs"))  # not the working directory
     # the monitors start here, before the model, so that wandb without credentials (or network) is one line, not
     # rank 0's traceback and the other ranks' broken collectives; rank 0 only (MonitorMaster's rule)
     from deepspeed.monitor.config import get_monitor_config
     from deepspeed.monitor.monitor import MonitorMaster
-    monitor_error = None
     try:
-        monitor = MonitorMaster(get_monitor_config(monitor_sections))
+        monitor = None if failure else MonitorMaster(get_monitor_config(monitor_sections))
     except Exception as e:  # wandb.init's UsageError, CommError, ...
-        monitor_error = f"{type(e).__name__}: {one_line(e)}"
-    failed = torch.tensor([float(monitor_error is not None)], device=device)
-    dist.all_reduce(failed)  # also the barrier that keeps the other ranks from racing ahead of the recovery above
-    if failed.item():
-        raise InputError(f"the monitors could not start ({monitor_error}); for wandb: `wandb login` or WANDB_API_KEY, "
-                         "or WANDB_MODE=offline to log without network, or --wandb_log=False")
+        failure = (f"the monitors could not start ({type(e).__name__}: {one_line(e)}); for wandb: `wandb login` or "
+                   "WANDB_API_KEY, or WANDB_MODE=offline to log without network, or --wandb_log=False")
+    raise_together(failure, device)  # also the barrier that keeps the other ranks behind the recovery above
     if not on_gpu:
         release_cpu_allreduce_buffer(rank)
 
@@ -1158,9 +1171,14 @@ def run(argv):
     # ---- resume on another number of GPUs: DeepSpeed's universal checkpoint
     load_dir = C.out_dir
     if resume_marker is not None and resume_marker["world_size"] != world_size:
+        failure = None
         if master:
-            ckpt.convert_to_universal(C.out_dir, resume_tag, log=print0)
-        dist.barrier()
+            try:
+                ckpt.convert_to_universal(C.out_dir, resume_tag, log=print0)
+            except ckpt.CheckpointError as e:
+                others = choose_with(ckpt.other_tags(os.path.join(C.out_dir, resume_tag)), "tag with --resume_tag=TAG")
+                failure = f"{e}; resume on the {resume_marker['world_size']} GPUs it was saved with, or {others}"
+        raise_together(failure, device)
         load_dir = os.path.join(C.out_dir, ckpt.UNIVERSAL_DIR)
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
 

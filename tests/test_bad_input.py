@@ -157,6 +157,10 @@ def test_resume_tag_that_does_not_exist(tmp_path, shakespeare, monkeypatch):
     # an out_dir given as '.' still lists its tags
     monkeypatch.chdir(out)
     assert ckpt.other_tags("./iter_9") == "choose another tag: best, final"
+    # a tag made of hard links to another's files (best is) is not offered as the way out of that one
+    (out / "final" / ckpt.MODEL_STATES).write_bytes(b"damaged")
+    os.link(out / "final" / ckpt.MODEL_STATES, out / "best" / ckpt.MODEL_STATES)
+    assert ckpt.other_tags("./final") == ". holds no other complete tag"
 
 
 def test_bin_shorter_than_block(tmp_path):

@@ -3,6 +3,7 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,6 +118,27 @@ def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
     log = "".join(lines)
     assert "forwarding SIGTERM to the training processes" in log
     n = int(re.search(r"stopped on SIGTERM after iteration (\d+)", log).group(1))
+    assert ckpt.read_latest(str(out)) == f"iter_{n}"
+
+
+def test_a_second_run_into_a_busy_out_dir_is_refused(shakespeare, tmp_path):
+    """Run B started into the out_dir run A is training in: refused before it recovers, moves or saves anything
+    there (it used to move A's live logs aside, crashing A, and then write its own checkpoints over A's)."""
+    out = tmp_path / "out"
+    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"]
+    first = start(args)
+    lines = []
+    read_until(first, r"^iter 2/", lines)
+    second = launch([*args, "--learning_rate=1e-4"])
+    holder = f"pid {trainer_pids(first.pid)[0]} on {socket.gethostname()}"
+    assert second.returncode == T.EXIT_BAD_INPUT, second.stdout[-3000:]
+    assert f"error: out_dir {out} is in use by another run ({holder}); wait for it to end, or give another --out_dir" \
+        in second.stdout.splitlines()
+    assert os.listdir(out / "logs") == ["csv"] and (out / "logs" / "csv" / "Train_loss.csv").exists()
+    os.kill(trainer_pids(first.pid)[0], signal.SIGTERM)
+    lines += first.stdout.readlines()
+    assert first.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    n = int(re.search(r"stopped on SIGTERM after iteration (\d+)", "".join(lines)).group(1))
     assert ckpt.read_latest(str(out)) == f"iter_{n}"
 
 

@@ -97,3 +97,22 @@ def test_stage_mismatch_is_a_clear_error(two_rank_run, shakespeare, tmp_path):
     with pytest.raises(T.InputError, match="final was saved with ZeRO stage 2 and ds_config_zero3.json uses stage 3"):
         T.run([*TINY, f"--dataset={shakespeare}", f"--out_dir={two_rank_run}", "--init_from=resume",
                "--deepspeed_config=ds_config_zero3.json"])
+
+
+def test_a_damaged_checkpoint_on_another_world_size_is_one_line(two_rank_run, shakespeare, tmp_path):
+    """The conversion for another number of ranks reads every file: a damaged one is the same one-line error (exit
+    2, every rank ends) as loading it on the ranks it was saved with, not a traceback from inside DeepSpeed."""
+    import train_deepspeed as T
+    out = tmp_path / "out"
+    shutil.copytree(two_rank_run, out)
+    states = out / "final" / ckpt.MODEL_STATES
+    data = bytearray(states.read_bytes())
+    data[:50] = b"x" * 50  # same size: only reading it can tell (the copy's best is a file of its own, intact)
+    states.write_bytes(bytes(data))
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", f"--max_iters={SAVED_AT + 2}",
+                   "--init_from=resume"], nproc=1)
+    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: cannot convert {out}/final for another number of GPUs (UnpicklingError: invalid load "
+                      f"key, 'x'.); resume on the 2 GPUs it was saved with, or choose another tag with --resume_tag=TAG: best"]
+    assert "Traceback" not in proc.stdout and not (out / "universal" / "final").exists()
