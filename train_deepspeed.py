@@ -555,8 +555,9 @@ class StopFlag:
     """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal
     stops at once."""
 
-    def __init__(self):
+    def __init__(self, saves=True):
         self.signal = None
+        self.then = "saving a checkpoint" if saves else "stopping (save_checkpoints=False: nothing is saved)"
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
@@ -564,8 +565,8 @@ class StopFlag:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-        print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then saving a checkpoint "
-              "(send it again to stop without saving)", file=sys.stderr, flush=True)
+        print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then {self.then} "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
 
 
 class StepTimer:
@@ -851,6 +852,10 @@ def resolve_init(C):
     """Check init_from before anything starts: (resume tag, its marker, the model's context length)."""
     import checkpoint as ckpt
     from model import GPT2_SIZES, PretrainedNotFound, resolve_pretrained
+    if C.resume_tag and C.init_from != "resume":
+        raise InputError(f"resume_tag={C.resume_tag} is only read with --init_from=resume; add that, or drop "
+                         f"--resume_tag (a new run from that tag's weights: --init_from="
+                         f"{os.path.join(C.out_dir, C.resume_tag)} with another --out_dir)")
     if C.init_from == "resume":
         try:
             tag, marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
@@ -1075,6 +1080,10 @@ def run(argv):
     if resume_marker is not None and resume_marker["iteration"] > C.max_iters:
         raise InputError(f"{resume_tag} is at iteration {resume_marker['iteration']}, past max_iters {C.max_iters}: "
                          f"nothing to train; raise --max_iters to go on")
+    if resume_tag == "final" and resume_marker["iteration"] == C.max_iters:  # e.g. a finished job requeued
+        print0(f"final is at iteration {C.max_iters} = max_iters: the run is done, nothing to train or save; raise "
+               "--max_iters to go on")
+        raise EndRun(0)
     if resume_marker is not None and resume_marker["zero_stage"] != zero_stage:
         raise InputError(f"{resume_tag} was saved with ZeRO stage {resume_marker['zero_stage']} and "
                          f"{C.deepspeed_config} uses stage {zero_stage}; resume with the stage it was saved with"
@@ -1333,7 +1342,7 @@ def run(argv):
     # ---- training loop
     import psutil
     process = psutil.Process()
-    stop = StopFlag()
+    stop = StopFlag(saves=C.save_checkpoints)
     step_timer = StepTimer(on_gpu)
     batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, state["data_seed"], rank,
                       device)
@@ -1491,7 +1500,9 @@ def run(argv):
                 raise EndRun(EXIT_DIVERGED)
             if stop_reason is not None:
                 save(f"iter_{state['iter']}")
-                print0(f"stopped on {stop_reason} after iteration {state['iter']}; continue with --init_from=resume")
+                then = ("continue with --init_from=resume" if C.save_checkpoints
+                        else "nothing was saved (save_checkpoints=False)")
+                print0(f"stopped on {stop_reason} after iteration {state['iter']}; {then}")
                 raise EndRun(EXIT_PREEMPTED)
     finally:
         progress.close()

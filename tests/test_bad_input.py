@@ -268,6 +268,27 @@ def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
     msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--dtype=bfloat16", "--max_iters=20"])
     assert msg == "iter_30 is at iteration 30, past max_iters 20: nothing to train; raise --max_iters to go on"
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    msg = error_of([*base(tmp_path, shakespeare), "--resume_tag=iter_30"])
+    assert msg == (f"resume_tag=iter_30 is only read with --init_from=resume; add that, or drop --resume_tag (a new "
+                   f"run from that tag's weights: --init_from={out}/iter_30 with another --out_dir)")
+
+
+def test_resuming_a_finished_run_does_nothing(tmp_path, shakespeare, capsys):
+    """A finished job started again (a requeue): exit 0 and nothing rewritten (a new final would stop sharing
+    its files with best)."""
+    out = tmp_path / "out"
+    (out / "final").mkdir(parents=True)
+    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 2, "model_config": {"block_size": 64},
+              "config": {"dtype": "float32"}}
+    (out / "final" / ckpt.COMPLETE).write_text(json.dumps(marker))
+    (out / ckpt.LATEST).write_text("final")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(T.EndRun) as e:
+        T.run([*base(tmp_path, shakespeare), "--init_from=resume", "--max_iters=30"])
+    assert e.value.status == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "final is at iteration 30 = max_iters: the run is done, nothing to train or save; raise --max_iters to go on")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 @pytest.mark.slow

@@ -142,6 +142,23 @@ def test_a_second_run_into_a_busy_out_dir_is_refused(shakespeare, tmp_path):
     assert ckpt.read_latest(str(out)) == f"iter_{n}"
 
 
+def test_sigterm_without_checkpoints_says_nothing_is_saved(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500",
+                  "--save_checkpoints=False"])
+    lines = []
+    read_until(proc, r"^iter 2/", lines)
+    os.kill(trainer_pids(proc.pid)[0], signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    log = "".join(lines)
+    assert ("[rank 0] SIGTERM: finishing this step, then stopping (save_checkpoints=False: nothing is saved) (send it "
+            "again to stop at once)") in log
+    assert re.search(r"^stopped on SIGTERM after iteration \d+; nothing was saved \(save_checkpoints=False\)$", log,
+                     re.M), log[-2000:]
+    assert ckpt.saved_tags(str(out)) == []
+
+
 def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
     out = tmp_path / "out"
     # one NaN on rank 1 at iteration index 3 (logged as iter 4), then three in a row from index 6
