@@ -1220,7 +1220,9 @@ def run(argv):
 
     # ---- state of the loop, restored on resume
     state = {"iter": 0, "lr_step": 0, "best_val_loss": float("inf"), "evals_without_improvement": 0,
-             "tokens_seen": 0, "skipped_steps": 0, "last_eval_iter": -1, "data_seed": C.seed}
+             "tokens_seen": 0, "skipped_steps": 0, "last_eval_iter": -1, "data_seed": C.seed,
+             "data_tokens": {name: [len(splits["train"][name][0]), len(splits["val"][name][0])]
+                             for name in splits["train"]}}
     source_dir, source_tag = ckpt.split_checkpoint_path(C.init_from) if resume_marker is None else (None, None)
     if source_dir is not None:
         state["data_seed"] = continual_data_seed(C.seed, ckpt.read_marker(os.path.join(source_dir, source_tag)))
@@ -1235,7 +1237,14 @@ def run(argv):
             raise InputError(f"checkpoint {os.path.join(load_dir, resume_tag)} could not be loaded "
                              f"({type(e).__name__}: {one_line(e)}); {others}") from None
         # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
-        state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"]})
+        data_tokens = state["data_tokens"]
+        state.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"],
+                      "data_tokens": data_tokens})
+        for name, (train_was, val_was) in client_state["loop"].get("data_tokens", {}).items():
+            if name in data_tokens and data_tokens[name] != [train_was, val_was]:
+                print0(f"warning: dataset {name} changed since {resume_tag} was saved (train {train_was:,} -> "
+                       f"{data_tokens[name][0]:,} tokens, val {val_was:,} -> {data_tokens[name][1]:,}): the run goes "
+                       "on with other text, and its val loss is not comparable with the earlier one")
         # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside
         # the parameters
         for param_state in getattr(optimizer, "optimizer", optimizer).state.values():

@@ -1,13 +1,15 @@
 """Monitoring and the guide's training features, on the real script through the launcher (2 CPU processes)."""
 import csv
 import glob
-import math
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +159,21 @@ def test_compile_checkpointing_and_derived_accumulation_keep_the_losses(shakespe
     a, b = iter_losses(plain.stdout), iter_losses(fancy.stdout)
     assert sorted(a) == sorted(b) == [1, 2, 3]
     assert all(abs(a[i] - b[i]) < 2e-4 for i in a), (a, b)
+
+
+def test_resume_warns_when_a_dataset_changed(shakespeare, tmp_path):
+    """The same dataset name with other contents (re-prepared from another file): the resume says so."""
+    data = tmp_path / "data"
+    shutil.copytree(shakespeare, data)
+    out = tmp_path / "out"
+    common = [*TINY, f"--dataset={data}", f"--out_dir={out}", "--eval_interval=2"]
+    assert_ok(launch([*common, "--max_iters=2"]))
+    train = np.fromfile(data / "train.bin", dtype=np.uint16)
+    train[: len(train) // 2].tofile(data / "train.bin")  # as prepare.py would leave it from half the text
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "train_tokens": len(train) // 2}))
+    resumed = launch([*common, "--max_iters=4", "--init_from=resume"])
+    assert_ok(resumed)
+    assert (f"warning: dataset {data} changed since final was saved (train {len(train):,} -> {len(train) // 2:,} "
+            "tokens, val 36,059 -> 36,059): the run goes on with other text, and its val loss is not comparable with "
+            "the earlier one") in resumed.stdout

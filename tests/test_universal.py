@@ -114,5 +114,6 @@ def test_a_damaged_checkpoint_on_another_world_size_is_one_line(two_rank_run, sh
     assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: cannot convert {out}/final for another number of GPUs (UnpicklingError: invalid load "
-                      f"key, 'x'.); resume on the 2 GPUs it was saved with, or choose another tag with --resume_tag=TAG: best"]
+                      "key, 'x'.); resume on the 2 GPUs it was saved with, or choose another tag with "
+                      "--resume_tag=TAG: best"]
     assert "Traceback" not in proc.stdout and not (out / "universal" / "final").exists()
