@@ -535,9 +535,9 @@ class Progress:
 
 def parse_faults(spec):
     """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
-    loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would), 'hang' (sleep for an
-    hour) or 'minscale' (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns
-    {kind: [(first, last, rank), ...]}."""
+    loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would; 'sigterm_in_eval' during
+    the eval at that iteration), 'hang' (sleep for an hour) or 'minscale' (DeepSpeed's exception at the minimum fp16
+    loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
         kind, _, where = item.partition("@")
@@ -1376,6 +1376,8 @@ def run(argv):
             # run stopped by a signal at an eval iteration saved before it)
             if (it % C.eval_interval == 0 or last_step) and state["last_eval_iter"] != it:
                 t_eval = time.time()
+                if fault_at(faults, "sigterm_in_eval", it, rank):
+                    os.kill(os.getpid(), signal.SIGTERM)
                 losses, val_seconds = evaluate_all(engine, splits, C.block_size, mb, rank, world_size, device)
                 state["last_eval_iter"] = it
                 improved = losses["val"] < state["best_val_loss"]
@@ -1400,8 +1402,22 @@ def run(argv):
                     save("final", also=("best",) if improved else ())
                     break
                 # not at a fresh run's iteration 0; on a resume, this eval was missing from the checkpoint's state
-                if (it > start_iter or resume_marker is not None) and (improved or C.always_save_checkpoint):
+                saved = (it > start_iter or resume_marker is not None) and (improved or C.always_save_checkpoint)
+                if saved:
                     save(f"iter_{it}", also=("best",) if improved else ())
+                # a signal that came during the eval (which can take a while) stops here, at this iteration's
+                # checkpoint, instead of after one more step and a second save
+                requested = torch.tensor([float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT")],
+                                         device=device)
+                dist.all_reduce(requested)
+                stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT"), requested.tolist()) if n), None)
+                if stop_reason is not None:
+                    if not saved:
+                        save(f"iter_{it}")
+                    then = ("continue with --init_from=resume" if C.save_checkpoints
+                            else "nothing was saved (save_checkpoints=False)")
+                    print0(f"stopped on {stop_reason} at iteration {it}, after its eval; {then}")
+                    raise EndRun(EXIT_PREEMPTED)
                 t_last = time.time()  # the step timer measures training only
             if last_step:
                 save("final")

@@ -101,6 +101,25 @@ def test_stop_at_an_eval_iteration_evaluates_it_on_resume(reference_run, shakesp
     assert eval_losses(again.stdout)[12] == eval_losses(ref_log)[12]
 
 
+def test_sigterm_during_an_eval_stops_at_that_eval(reference_run, shakespeare, tmp_path):
+    """A signal while iteration 6 is evaluated: iter_6 is saved once and the run stops there, not after a 7th step
+    and a second save; the resumed run does not repeat the eval and ends as the uninterrupted run did."""
+    _, ref_log = reference_run
+    out = tmp_path / "out"
+    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
+            "--eval_interval=6", "--lr_decay_iters=12"]
+    first = launch(args, env={"TRAIN_FAULT": "sigterm_in_eval@6:1"})
+    assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
+    assert "stopped on SIGTERM at iteration 6, after its eval; continue with --init_from=resume" in first.stdout
+    assert first.stdout.count("saved iter_") == 1 and "saved iter_6 + best" in first.stdout
+    assert sorted(iter_losses(first.stdout)) == list(range(1, 7))
+    assert ckpt.read_latest(str(out)) == "iter_6"
+    resumed = launch([*args, "--init_from=resume"])
+    assert_ok(resumed)
+    assert sorted(eval_losses(resumed.stdout)) == [12]
+    assert eval_losses(resumed.stdout)[12] == eval_losses(ref_log)[12]
+
+
 def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
     out = tmp_path / "out"
     env = train_env({"NUM_GPUS": "2", "PYTHON": sys.executable,
