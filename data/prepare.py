@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -27,6 +28,10 @@ CHUNK_CHARS = 1 << 20
 BIN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; halves disk and memory against int32
 EXIT_BAD_INPUT = 2  # as train_deepspeed.py's
 INPUT_KINDS = (".txt", ".jsonl")
+# tiktoken's pre-tokenizer overflows its stack (a Rust panic, not an exception) on whitespace runs of about a
+# million characters; a piece cannot be cut inside a run without changing its tokens, so such runs are refused
+LONGEST_WHITESPACE = 100_000
+LONG_WHITESPACE = re.compile(r"\s{%d,}" % (LONGEST_WHITESPACE + 1))
 JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a bool", list: "an array",
               dict: "an object", type(None): "null"}
 
@@ -86,14 +91,17 @@ def _newlines_after(text, pos):
 
 
 def not_utf8(path, e):
-    return InputError(f"error: {path} is not UTF-8 text ({e.reason}); convert it first, "
-                      f"e.g. iconv -f latin1 -t utf-8 {path} > converted.txt")
+    with open(path, "rb") as f:
+        utf16 = f.read(2) in (b"\xff\xfe", b"\xfe\xff")  # its byte-order mark
+    source = "UTF-16" if utf16 else "latin1"
+    return InputError(f"error: {path} is not UTF-8 text ({e.reason}{'; it is UTF-16' if utf16 else ''}); convert it "
+                      f"first, e.g. iconv -f {source} -t utf-8 {path} > converted.txt")
 
 
 def iter_txt_pieces(path, chunk_chars=CHUNK_CHARS):
     """Stream one .txt document as text pieces that tokenize independently."""
     carry = ""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is no text
         while True:
             try:
                 block = f.read(chunk_chars)
@@ -159,7 +167,7 @@ def iter_documents(paths, chunk_chars=CHUNK_CHARS, skipped=None):
     skipped = Skipped() if skipped is None else skipped
     for path in paths:
         if input_kind(path) == ".jsonl":
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 for line_no, line in enumerate(_lines(f, path), 1):
                     if not line.strip():  # a blank line is no document ({"text": ""} is an empty one)
                         continue
@@ -208,6 +216,11 @@ def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, des
         for path in paths:
             for pieces, nbytes in iter_documents([path], chunk_chars, skipped):
                 for piece in pieces:
+                    run = LONG_WHITESPACE.search(piece)
+                    if run:
+                        raise InputError(f"error: {path} holds a run of {len(run.group()):,} whitespace characters, "
+                                         f"more than GPT-2's tokenizer (tiktoken) can take ({LONGEST_WHITESPACE:,}); "
+                                         "shorten it and prepare again")
                     writer.write(enc.encode_ordinary(piece))
                     if nbytes is None:
                         bar.update(len(piece.encode("utf-8")))
@@ -300,10 +313,20 @@ def val_sources(inputs, ends, start):
     return ("the end of " if spans[0][1] < start else "") + ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def prepare(name, inputs, out_root, val_fraction=0.005, val_inputs=None, chunk_chars=CHUNK_CHARS):
+def prepare(name, inputs, out_root, val_fraction=None, val_inputs=None, chunk_chars=CHUNK_CHARS):
+    """val_fraction None: 0.5% of the tokens, unless val_inputs give the val split."""
     check_name(name)
     check_inputs("--input", inputs)
     check_inputs("--val_input", val_inputs or [])
+    for val_path in val_inputs or []:
+        if any(os.path.samefile(val_path, path) for path in inputs):
+            raise InputError(f"error: {val_path} is both an --input and a --val_input: val would be text the model "
+                             "trains on; give val files of their own, or leave out --val_input to hold out the end "
+                             "of --input")
+    if val_fraction is None:
+        val_fraction = 0.005
+    elif val_inputs:
+        raise InputError("error: --val_fraction and --val_input both choose the val split; give one of them")
     if not val_inputs and not 0.0 < val_fraction < 1.0:
         raise InputError(f"error: --val_fraction must be between 0 and 1 (got {val_fraction}), or give --val_input")
     out_dir = os.path.join(out_root, name)
@@ -355,7 +378,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="dataset name; output goes to <out_root>/<name>/")
     parser.add_argument("--input", nargs="+", required=True, help=".txt or .jsonl files")
-    parser.add_argument("--val_fraction", type=float, default=0.005, help="share of tokens held out (tail)")
+    parser.add_argument("--val_fraction", type=float, help="share of tokens held out (tail); default 0.005")
     parser.add_argument("--val_input", nargs="+", help="separate validation .txt/.jsonl files")
     parser.add_argument("--out_root", default=os.path.dirname(os.path.abspath(__file__)))
     args = parser.parse_args(argv)

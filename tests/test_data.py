@@ -318,3 +318,40 @@ def test_large_txt_streams_in_bounded_memory(tmp_path):
     n = os.path.getsize(tmp_path / "big" / "train.bin") + os.path.getsize(tmp_path / "big" / "val.bin")
     assert n // 2 == json.loads((tmp_path / "big" / "meta.json").read_text())["train_tokens"] + \
         json.loads((tmp_path / "big" / "meta.json").read_text())["val_tokens"]
+
+
+def test_text_edge_cases(tmp_path):
+    """A byte-order mark is not text; UTF-16 input, a whitespace run tiktoken cannot take, val given twice, and a
+    val file that is also an input are one-line errors that leave nothing behind."""
+    body = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200
+    plain, bom_txt, bom_jsonl = tmp_path / "plain.txt", tmp_path / "bom.txt", tmp_path / "bom.jsonl"
+    plain.write_text(body, encoding="utf-8")
+    bom_txt.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    bom_jsonl.write_bytes(b"\xef\xbb\xbf" + (json.dumps({"text": body}) + "\n").encode("utf-8"))
+    for name, path in (("plain", plain), ("bomtxt", bom_txt), ("bomjsonl", bom_jsonl)):
+        generic.prepare(name, [str(path)], str(tmp_path), val_fraction=0.1)
+    plain_tokens = [np.fromfile(tmp_path / "plain" / split, dtype=np.uint16) for split in ("train.bin", "val.bin")]
+    for name in ("bomtxt", "bomjsonl"):
+        tokens = [np.fromfile(tmp_path / name / split, dtype=np.uint16) for split in ("train.bin", "val.bin")]
+        assert all(np.array_equal(a, b) for a, b in zip(tokens, plain_tokens)), name
+
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_text(body, encoding="utf-16")
+    spaces = tmp_path / "spaces.txt"
+    spaces.write_text("hello" + " " * 150_000 + "world\n" + body, encoding="utf-8")
+    alias = tmp_path / "alias.txt"  # the same file under another name
+    alias.symlink_to(plain)
+    for args, message in (
+            (([str(utf16)],), f"error: {utf16} is not UTF-8 text (invalid start byte; it is UTF-16); convert it first, "
+                              f"e.g. iconv -f UTF-16 -t utf-8 {utf16} > converted.txt"),
+            (([str(spaces)],), f"error: {spaces} holds a run of 150,000 whitespace characters, more than GPT-2's "
+                               "tokenizer (tiktoken) can take (100,000); shorten it and prepare again"),
+            (([str(plain)], 0.1, [str(bom_txt)]), "error: --val_fraction and --val_input both choose the val split; "
+                                                  "give one of them"),
+            (([str(plain), str(bom_txt)], None, [str(alias)]),
+             f"error: {alias} is both an --input and a --val_input: val would be text the model trains on; give val "
+             "files of their own, or leave out --val_input to hold out the end of --input")):
+        with pytest.raises(SystemExit) as e:
+            generic.prepare("bad", args[0], str(tmp_path), *args[1:])
+        assert str(e.value) == message
+        assert not (tmp_path / "bad").exists()
