@@ -12,12 +12,14 @@ import ast
 import builtins
 import csv
 import difflib
+import errno
 import glob
 import inspect
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -889,6 +891,18 @@ def check_gpu_index(rank, local_rank, n_visible):
                          f"--num_gpus={n_visible} or fewer", every_rank=True)
 
 
+def is_write_error(e):
+    """A file could not be written: OSError (ENOSPC, EDQUOT, EIO, ...), or torch.save's RuntimeError for a write cut
+    short by a full disk ("unexpected pos ...", "basic_ios::clear: iostream error", "PytorchStreamWriter failed")."""
+    text = str(e)
+    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and any(
+        key in text for key in ("unexpected pos", "iostream error", "PytorchStreamWriter failed", "file write failed")))
+
+
+class SaveFailed(Exception):
+    """A checkpoint could not be written (a full disk, most often): one line, exit 1; `latest` is untouched."""
+
+
 class EndRun(Exception):
     """Leave the loop with an exit status (preempted, diverged) after the ranks agreed to."""
 
@@ -997,6 +1011,9 @@ def main(argv):
     except EndRun as e:
         shutdown()
         sys.exit(e.status)
+    except SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
     except Exception:
         # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
         # process-group teardown; report and leave at once so that the launcher ends the run.
@@ -1331,14 +1348,29 @@ def run(argv):
         rank_state = {"rng": rng_state(), "sampler": {"seed": state["data_seed"], "rank": rank,
                                                       "iteration": state["iter"], "world_size": world_size}}
 
-        def kill_in_save(where, r):  # TRAIN_FAULT=kill_in_save@N:RANK (tests)
+        def fault_in_save(where, r):  # TRAIN_FAULT=kill_in_save@N:RANK or disk_full_in_save@N:RANK (tests)
             if fault_at(faults, "kill_in_save", state["iter"], r):
                 os.kill(os.getpid(), signal.SIGKILL)
+            if fault_at(faults, "disk_full_in_save", state["iter"], r):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
-                           update_latest=update_latest, keep_last_n=C.keep_last_n,
-                           fault=kill_in_save if "kill_in_save" in faults else None,
-                           pinned=C.pinned_checkpoint_copies)
+        latest = ckpt.read_latest(C.out_dir)
+        try:
+            result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
+                               update_latest=update_latest, keep_last_n=C.keep_last_n,
+                               fault=fault_in_save if {"kill_in_save", "disk_full_in_save"} & set(faults) else None,
+                               pinned=C.pinned_checkpoint_copies)
+        except Exception as e:
+            if not is_write_error(e):  # e.g. a collective broken by another rank's failure: that rank says why
+                raise
+            free = shutil.disk_usage(C.out_dir).free
+            size = ckpt.dir_bytes(os.path.join(C.out_dir, latest)) if latest else 0
+            room = (f"; a save needs room for one more checkpoint ({size / 2 ** 30:.2f} GiB) beside those kept, "
+                    "which go only once the new one is complete" if size else "")
+            kept = f"latest still names {latest}" if latest else "nothing was saved before"
+            raise SaveFailed(f"[rank {rank}] saving {tag} failed ({type(e).__name__}: {one_line(e)}); {C.out_dir} "
+                             f"has {free / 2 ** 30:.2f} GiB free{room}. {kept}: free space (or lower --keep_last_n) "
+                             "and resume with --init_from=resume") from e
         if result is not None:
             seconds, size, total, removed = result
             names = " + ".join((tag,) + tuple(also))
