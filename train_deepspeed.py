@@ -420,6 +420,11 @@ def load_split(name, split, block_size, vocab_size):
     if len(data) < block_size + 1:
         raise InputError(f"{path} has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}; use a smaller "
                          "--block_size or more text")
+    head = data[:1 << 21]  # uint32 (or int32) ids read as uint16: every second value is a zero high half
+    if len(head) >= 1024 and (head[1::2] == 0).mean() > 0.9 and (head[0::2] == 0).mean() < 0.5:
+        raise InputError(f"{path} looks like 32-bit token ids (every second 16-bit value is 0); the trainer reads "
+                         "uint16 bins: convert it with numpy (np.fromfile(path, np.uint32).astype(np.uint16)"
+                         ".tofile(path)) or prepare the text with data/prepare.py")
     top = int(data.max())
     if top >= vocab_size:
         raise InputError(f"{path} contains token id {top}, outside the model's vocabulary of {vocab_size}; prepare "

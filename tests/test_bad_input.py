@@ -178,6 +178,15 @@ def test_odd_byte_size(tmp_path):
     assert "has 2001 bytes, not a multiple of 2" in error_of(base(tmp_path, d))
 
 
+def test_32_bit_bins_are_named(tmp_path):
+    ids = np.random.default_rng(0).integers(1, 50257, size=4000)
+    d = make_dataset(tmp_path / "d", ids.astype(np.uint32).view(np.uint16), ids)  # train written as uint32
+    assert error_of(base(tmp_path, d)) == (
+        f"{d}/train.bin looks like 32-bit token ids (every second 16-bit value is 0); the trainer reads uint16 bins: "
+        "convert it with numpy (np.fromfile(path, np.uint32).astype(np.uint16).tofile(path)) or prepare the text "
+        "with data/prepare.py")
+
+
 def test_token_outside_vocabulary(tmp_path):
     d = make_dataset(tmp_path / "d", [5] * 500 + [60000] + [5] * 500, range(1000))
     assert "contains token id 60000, outside the model's vocabulary of 50257" in error_of(base(tmp_path, d))
