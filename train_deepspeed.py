@@ -859,6 +859,8 @@ def resolve_init(C):
     """Check init_from before anything starts: (resume tag, its marker, the model's context length)."""
     import checkpoint as ckpt
     from model import GPT2_SIZES, PretrainedNotFound, resolve_pretrained
+    if not C.out_dir.strip():
+        raise InputError("out_dir is empty; give the run's folder, e.g. --out_dir=out-mydata")
     if C.resume_tag and C.init_from != "resume":
         raise InputError(f"resume_tag={C.resume_tag} is only read with --init_from=resume; add that, or drop "
                          f"--resume_tag (a new run from that tag's weights: --init_from="
@@ -867,6 +869,10 @@ def resolve_init(C):
         try:
             tag, marker = ckpt.resolve_resume(C.out_dir, C.resume_tag or None)
         except ckpt.CheckpointError as e:
+            if ckpt.read_marker(C.out_dir) is not None:  # out_dir is itself a tag: out/iter_10
+                parent, tag = os.path.split(os.path.normpath(C.out_dir))
+                raise InputError(f"out_dir {C.out_dir} is a checkpoint tag, not a run's out_dir; resume it with "
+                                 f"--out_dir={parent or '.'} --resume_tag={tag}") from None
             raise InputError(choose_with(str(e), "tag with --resume_tag=TAG")) from None
         return tag, marker, marker["model_config"]["block_size"]
     if C.init_from == "scratch":

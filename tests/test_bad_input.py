@@ -154,6 +154,12 @@ def test_resume_tag_that_does_not_exist(tmp_path, shakespeare, monkeypatch):
     (out / "final").mkdir()
     (out / "final" / ckpt.COMPLETE).write_text(json.dumps({"files": {}, "model_config": {}}))
     assert ckpt.resolve_resume(str(out))[0] == "final"
+    # the tag's folder given as out_dir
+    msg = error_of([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}/best", "--init_from=resume"])
+    assert msg == f"out_dir {out}/best is a checkpoint tag, not a run's out_dir; resume it with --out_dir={out} " \
+                  "--resume_tag=best"
+    assert error_of([*TINY, f"--dataset={shakespeare}", "--out_dir="]) == (
+        "out_dir is empty; give the run's folder, e.g. --out_dir=out-mydata")
     # an out_dir given as '.' still lists its tags
     monkeypatch.chdir(out)
     assert ckpt.other_tags("./iter_9") == "choose another tag: best, final"
