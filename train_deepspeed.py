@@ -10,11 +10,13 @@ One iteration is one optimizer step: batch_size x gradient_accumulation_steps x 
 """
 import ast
 import builtins
+import contextlib
 import csv
 import difflib
 import errno
 import glob
 import inspect
+import io
 import json
 import math
 import os
@@ -799,8 +801,10 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
         return model.to(ptdtype), "random initialisation"
     source_dir, tag = ckpt.split_checkpoint_path(init_from)
     if source_dir is not None:  # continual training: another run's weights, a fresh optimizer and schedule
+        quiet = int(os.environ.get("RANK", "0")) != 0  # zero_to_fp32's progress lines once, not once per rank
         try:
-            model, _ = ckpt.load_model(source_dir, tag, dropout=cfg["dropout"])
+            with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+                model, _ = ckpt.load_model(source_dir, tag, dropout=cfg["dropout"])
         except ckpt.CheckpointError as e:
             raise InputError(str(e)) from None
         model.to(device=device, dtype=ptdtype)
