@@ -100,6 +100,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; run again with init_from='resume'
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a second signal stopped at once, without saving
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -1029,6 +1030,10 @@ def main(argv):
     except SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
         print(f"error: {e}", file=sys.stderr, flush=True)
         os._exit(1)
+    except KeyboardInterrupt:  # StopFlag's second signal: no traceback, no save
+        print(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since the "
+              "last checkpoint", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
     except Exception:
         # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
         # process-group teardown; report and leave at once so that the launcher ends the run.

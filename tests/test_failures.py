@@ -198,6 +198,24 @@ def test_sigterm_without_checkpoints_says_nothing_is_saved(shakespeare, tmp_path
     assert ckpt.saved_tags(str(out)) == []
 
 
+def test_a_second_signal_stops_at_once_without_a_traceback(shakespeare, tmp_path):
+    out = tmp_path / "out"
+    # rank 0 stalls in iteration 3 (as in a slow step), so both signals land inside one step
+    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"],
+                 env={"TRAIN_FAULT": "hang@2:0"})
+    lines = []
+    read_until(proc, r"^iter 2/", lines)
+    rank0 = trainer_pids(proc.pid)[0]
+    os.kill(rank0, signal.SIGTERM)
+    read_until(proc, r"SIGTERM: finishing this step", lines)
+    os.kill(rank0, signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) != 0
+    log = "".join(lines)
+    assert "[rank 0] stopped at once on a second signal; nothing saved since the last checkpoint" in log, log[-3000:]
+    assert "KeyboardInterrupt" not in log and ckpt.saved_tags(str(out)) == []
+
+
 def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
     out = tmp_path / "out"
     # one NaN on rank 1 at iteration index 3 (logged as iter 4), then three in a row from index 6
