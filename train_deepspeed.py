@@ -1117,7 +1117,9 @@ def run(argv):
     if resume_marker is not None and resume_marker["iteration"] > C.max_iters:
         raise InputError(f"{resume_tag} is at iteration {resume_marker['iteration']}, past max_iters {C.max_iters}: "
                          f"nothing to train; raise --max_iters to go on")
-    if resume_tag == "final" and resume_marker["iteration"] == C.max_iters:  # e.g. a finished job requeued
+    # a finished job started again (a requeue); on another number of ranks it is re-saved in their layout instead
+    if (resume_tag == "final" and resume_marker["iteration"] == C.max_iters
+            and resume_marker["world_size"] == world_size):
         print0(f"final is at iteration {C.max_iters} = max_iters: the run is done, nothing to train or save; raise "
                "--max_iters to go on")
         raise EndRun(0)

@@ -289,11 +289,11 @@ def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
 
 
 def test_resuming_a_finished_run_does_nothing(tmp_path, shakespeare, capsys):
-    """A finished job started again (a requeue): exit 0 and nothing rewritten (a new final would stop sharing
-    its files with best)."""
+    """A finished job started again on as many ranks (a requeue): exit 0 and nothing rewritten (a new final would
+    stop sharing its files with best). On another number of ranks it is re-saved (test_universal.py)."""
     out = tmp_path / "out"
     (out / "final").mkdir(parents=True)
-    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 2, "model_config": {"block_size": 64},
+    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 1, "model_config": {"block_size": 64},
               "config": {"dtype": "float32"}}
     (out / "final" / ckpt.COMPLETE).write_text(json.dumps(marker))
     (out / ckpt.LATEST).write_text("final")
