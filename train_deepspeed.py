@@ -1321,7 +1321,8 @@ def run(argv):
         if C.compile:
             how.append("blocks compiled")
         print0(f"hardware: {'; '.join(how)}")
-        ranks = f"{world_size} {'GPUs' if on_gpu else 'CPU processes'}"
+        unit = ("GPU", "GPUs") if on_gpu else ("CPU process", "CPU processes")
+        ranks = f"{world_size} {unit[world_size > 1]}"
         print0(f"batch: {mb} x {ga} x {ranks} x {C.block_size} = {tokens_per_iter:,} tokens per iteration "
                f"({seqs_per_iter} sequences)")
         if resume_marker is not None and "config" in resume_marker:
