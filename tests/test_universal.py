@@ -53,7 +53,7 @@ def test_resume_on_another_world_size(two_rank_run, shakespeare, tmp_path, world
     expected = expected_first_loss(model.eval(), shakespeare, world_size)
     assert abs(losses[SAVED_AT + 1] - expected) < 1e-4, (losses[SAVED_AT + 1], expected)
     assert losses[12] < losses[SAVED_AT + 1] - 0.3  # training continues to fall
-    assert f"batch: 4 x 2 x {world_size} CPU processes x 64" in log
+    assert f"batch: 4 x 2 x {world_size} CPU process{'es' if world_size > 1 else ''} x 64" in log
     assert (f"warning: final was trained with 16 sequences per iteration, this run uses {8 * world_size}; to keep "
             "it, pass --target_batch_size=16 (with a batch_size x GPUs that divides it)") in log
     # the original checkpoint was only read; the converted copy sits beside it
