@@ -368,6 +368,10 @@ def parse_datasets(spec):
             raise InputError(f"dataset {name!r} appears twice in {spec!r}; give each dataset once, with the sum of "
                              "its weights")
         parts.append((name, w))
+    unweighted = [item.strip() for item in spec.split(",") if ":" not in item]
+    if unweighted and len(unweighted) < len(parts):
+        raise InputError(f"dataset {unweighted[0]} in {spec!r} has no weight while others have; give every dataset a "
+                         "weight (name:0.3,other:0.7) or none (equal weights)")
     total = sum(w for _, w in parts)
     return [(n, w / total) for n, w in parts]
 

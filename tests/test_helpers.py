@@ -172,6 +172,11 @@ def test_parse_datasets():
         parse_datasets("a:lots")
     with pytest.raises(InputError, match="dataset 'a' appears twice in 'a:0.3,b:0.5,a:0.2'; give each dataset once"):
         parse_datasets("a:0.3,b:0.5,a:0.2")
+    assert parse_datasets("a,b") == [("a", 0.5), ("b", 0.5)]
+    with pytest.raises(InputError) as e:
+        parse_datasets("docs:0.5,js")
+    assert str(e.value) == ("dataset js in 'docs:0.5,js' has no weight while others have; give every dataset a weight "
+                            "(name:0.3,other:0.7) or none (equal weights)")
 
 
 def test_continual_runs_draw_their_own_sample_stream():
