@@ -1203,9 +1203,11 @@ def run(argv):
     except Exception as e:  # wandb.init's UsageError, CommError, ...
         failure = (f"the monitors could not start ({type(e).__name__}: {one_line(e)}); for wandb: `wandb login` or "
                    "WANDB_API_KEY, or WANDB_MODE=offline to log without network, or --wandb_log=False")
-    raise_together(failure, device)  # also the barrier that keeps the other ranks behind the recovery above
-    if not on_gpu:
-        release_cpu_allreduce_buffer(rank)
+    try:
+        raise_together(failure, device)  # also the barrier that keeps the other ranks behind the recovery above
+    finally:  # after that collective every rank has mapped its peers' buffers: the names can go, even on failure
+        if not on_gpu:
+            release_cpu_allreduce_buffer(rank)
 
     # ---- model
     seed_everything(C.seed)  # identical initialisation on every rank
@@ -1411,6 +1413,8 @@ def run(argv):
     import psutil
     process = psutil.Process()
     stop = StopFlag(saves=C.save_checkpoints)
+    after_stop = ("continue with --init_from=resume" if C.save_checkpoints
+                  else "nothing was saved (save_checkpoints=False)")
     step_timer = StepTimer(on_gpu)
     batches = Batches([(d, w) for d, w, _ in splits["train"].values()], C.block_size, mb, state["data_seed"], rank,
                       device)
@@ -1473,9 +1477,7 @@ def run(argv):
                 if stop_reason is not None:
                     if not saved:
                         save(f"iter_{it}")
-                    then = ("continue with --init_from=resume" if C.save_checkpoints
-                            else "nothing was saved (save_checkpoints=False)")
-                    print0(f"stopped on {stop_reason} at iteration {it}, after its eval; {then}")
+                    print0(f"stopped on {stop_reason} at iteration {it}, after its eval; {after_stop}")
                     raise EndRun(EXIT_PREEMPTED)
                 t_last = time.time()  # the step timer measures training only
             if last_step:
@@ -1584,9 +1586,7 @@ def run(argv):
                 raise EndRun(EXIT_DIVERGED)
             if stop_reason is not None:
                 save(f"iter_{state['iter']}")
-                then = ("continue with --init_from=resume" if C.save_checkpoints
-                        else "nothing was saved (save_checkpoints=False)")
-                print0(f"stopped on {stop_reason} after iteration {state['iter']}; {then}")
+                print0(f"stopped on {stop_reason} after iteration {state['iter']}; {after_stop}")
                 raise EndRun(EXIT_PREEMPTED)
     finally:
         progress.close()

@@ -1,5 +1,6 @@
 """Shared fixtures: a prepared Tiny Shakespeare, and launching the real script through the deepspeed launcher
 on DeepSpeed's CPU accelerator."""
+import glob
 import os
 import re
 import signal
@@ -86,3 +87,8 @@ def reference_run(shakespeare, tmp_path_factory):
                    "--plot=True"], env={"WANDB_MODE": "offline"})
     assert_ok(proc)
     return str(out), proc.stdout
+
+
+def shm_buffers():
+    """DeepSpeed's CPU all-reduce buffers in /dev/shm (66 MB each): a run must not leave its own behind."""
+    return set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))

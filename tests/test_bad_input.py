@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import REPO, TINY, launch, train_env
+from conftest import REPO, TINY, launch, shm_buffers, train_env
 
 
 @pytest.fixture(autouse=True)
@@ -348,7 +348,9 @@ def test_wandb_without_credentials_is_one_line_on_every_rank(tmp_path, shakespea
     env = train_env({"WANDB_MODE": "online", "NETRC": str(tmp_path / "no-netrc"),
                      "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")})
     env.pop("WANDB_API_KEY", None)
+    buffers = shm_buffers()
     proc = launch([*base(tmp_path, shakespeare), "--wandb_log=True", "--max_iters=2"], env=env, timeout=300)
+    assert shm_buffers() == buffers  # DeepSpeed's /dev/shm buffers go even when the run ends here
     assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if "error" in line.lower()]
     assert errors[0] == ("error: the monitors could not start (UsageError: No API key configured. Use `wandb login` to "

@@ -13,7 +13,7 @@ import pytest
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import REPO, TINY, assert_ok, eval_losses, iter_losses, launch, start, train_env
+from conftest import REPO, TINY, assert_ok, eval_losses, iter_losses, launch, shm_buffers, start, train_env
 
 pytestmark = pytest.mark.slow
 
@@ -168,7 +168,9 @@ def test_a_second_run_into_a_busy_out_dir_is_refused(shakespeare, tmp_path):
     first = start(args)
     lines = []
     read_until(first, r"^iter 2/", lines)
+    buffers = shm_buffers()
     second = launch([*args, "--learning_rate=1e-4"])
+    assert shm_buffers() == buffers  # the refused run leaves no 66 MB buffers in /dev/shm
     holder = f"pid {trainer_pids(first.pid)[0]} on {socket.gethostname()}"
     assert second.returncode == T.EXIT_BAD_INPUT, second.stdout[-3000:]
     assert f"error: out_dir {out} is in use by another run ({holder}); wait for it to end, or give another --out_dir" \
