@@ -46,6 +46,7 @@ if __name__ == "__main__":
     deepspeed.init_distributed(dist_backend="gloo")
     for name in (a for a in sys.argv[1:] if not a.startswith("--")):  # the launcher adds --local_rank
         check(getattr(torch, name), int(os.environ["RANK"]))
+    T.release_cpu_allreduce_buffer(int(os.environ["RANK"]))  # DeepSpeed's 66 MB /dev/shm buffer, as the trainer does
     T.shutdown()
     # Twice in CI (never in 60 local runs) a rank aborted after printing right results and tearing the group down:
     # "terminate called without an active exception", a C++ thread still joinable when the interpreter's teardown
