@@ -395,13 +395,19 @@ def fp32_state_dict(out_dir, tag):
 def load_model(out_dir, tag, **config_overrides):
     """A GPT (fp32, CPU) with the weights of out_dir/tag, and the tag's completion marker. The model takes the
     consolidated tensors as they are (built on the meta device, assigned), so one copy of the weights exists."""
-    from model import GPT, GPTConfig
     marker = verify(os.path.join(out_dir, tag))
+    return model_from_state({**marker["model_config"], **config_overrides}, fp32_state_dict(out_dir, tag)), marker
+
+
+def model_from_state(model_config, state_dict):
+    """A GPT that takes the tensors of state_dict as they are (built on the meta device, assigned), so one copy of
+    the weights exists."""
+    from model import GPT, GPTConfig
     with torch.device("meta"):
-        model = GPT(GPTConfig(**{**marker["model_config"], **config_overrides}), init_weights=False)
-    model.load_state_dict(fp32_state_dict(out_dir, tag), assign=True)
+        model = GPT(GPTConfig(**model_config), init_weights=False)
+    model.load_state_dict(state_dict, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # assign made two Parameters of the tied tensor
-    return model, marker
+    return model
 
 
 def split_checkpoint_path(path):

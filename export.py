@@ -46,13 +46,13 @@ def is_hf_export(path):
         return False
 
 
-def is_pt_export(path):
-    """True for a file export_pt wrote (read memory-mapped: no tensor is loaded)."""
+def read_pt_export(path):
+    """What export_pt wrote, memory-mapped (tensors are read when used), or None for any other file."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a torch file at all, or one weights_only refuses
-        return False
-    return isinstance(saved, dict) and set(saved) == {"model_config", "state_dict"}
+        return None
+    return saved if isinstance(saved, dict) and set(saved) == {"model_config", "state_dict"} else None
 
 
 def check_destinations(hf, pt, force):
@@ -66,7 +66,7 @@ def check_destinations(hf, pt, force):
     if pt is not None and os.path.exists(pt):
         if os.path.isdir(pt):
             fail(f"--pt {pt} is a folder; give a file name, e.g. {os.path.join(pt, 'model.pt')}")
-        if not force and not is_pt_export(pt):
+        if not force and read_pt_export(pt) is None:
             fail(f"--pt file {pt} exists and is not an earlier export; give another file name, or add --force to "
                  "overwrite it")
 

@@ -52,17 +52,15 @@ def load(init_from):
     """A GPT model (fp32, CPU) from a checkpoint, a Hugging Face directory, export.py's .pt file or a GPT-2 name."""
     import os
     import checkpoint as ckpt
-    from export import is_pt_export
-    from model import GPT, GPT2_SIZES, GPTConfig, gpt2_name
+    from export import read_pt_export
+    from model import GPT, GPT2_SIZES, gpt2_name
     from train_deepspeed import InputError
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
-    if os.path.isfile(init_from) and is_pt_export(init_from):
-        saved = torch.load(init_from, map_location="cpu", weights_only=True)
-        model = GPT(GPTConfig(**saved["model_config"]), init_weights=False)
-        model.load_state_dict(saved["state_dict"])
-        return model
+    saved = read_pt_export(init_from) if os.path.isfile(init_from) else None
+    if saved is not None:
+        return ckpt.model_from_state(saved["model_config"], saved["state_dict"])
     if not os.path.isdir(init_from) and gpt2_name(init_from) not in GPT2_SIZES:  # from_pretrained takes both names
         raise InputError(f"init_from {init_from!r} is not a run's out_dir (or out_dir/tag), a Hugging Face GPT-2 "
                          f"directory, export.py's .pt file or one of {', '.join(GPT2_SIZES)}; check the path")

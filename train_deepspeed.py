@@ -568,6 +568,7 @@ def fault_at(faults, kind, iteration, rank):
 class StopFlag:
     """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal
     stops at once."""
+    SIGNALS = ("SIGTERM", "SIGINT")
 
     def __init__(self, saves=True):
         self.signal = None
@@ -581,6 +582,15 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
         print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then {self.then} "
               "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def requests(self):
+        """This rank's vote per signal, to be summed over the ranks (one all-reduce) and read by agreed_stop."""
+        return [float(self.signal == name) for name in self.SIGNALS]
+
+
+def agreed_stop(summed, reasons=StopFlag.SIGNALS):
+    """The first reason any rank voted for, from the all-reduced votes; None when no rank did."""
+    return next((why for why, n in zip(reasons, summed) if n > 0), None)
 
 
 class StepTimer:
@@ -1383,7 +1393,6 @@ def run(argv):
             if fault_at(faults, "disk_full_in_save", state["iter"], r):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        latest = ckpt.read_latest(C.out_dir)
         try:
             result = ckpt.save(engine, C.out_dir, tag, client_state, rank_state, marker, also=also,
                                update_latest=update_latest, keep_last_n=C.keep_last_n,
@@ -1393,6 +1402,7 @@ def run(argv):
             if not is_write_error(e):  # e.g. a collective broken by another rank's failure: that rank says why
                 raise
             free = shutil.disk_usage(C.out_dir).free
+            latest = ckpt.read_latest(C.out_dir)  # a save updates it last, once the new tag is complete
             size = ckpt.dir_bytes(os.path.join(C.out_dir, latest)) if latest else 0
             room = (f"; a save needs room for one more checkpoint ({size / 2 ** 30:.2f} GiB) beside those kept, "
                     "which go only once the new one is complete" if size else "")
@@ -1470,14 +1480,13 @@ def run(argv):
                     save(f"iter_{it}", also=("best",) if improved else ())
                 # a signal that came during the eval (which can take a while) stops here, at this iteration's
                 # checkpoint, instead of after one more step and a second save
-                requested = torch.tensor([float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT")],
-                                         device=device)
+                requested = torch.tensor(stop.requests(), device=device)
                 dist.all_reduce(requested)
-                stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT"), requested.tolist()) if n), None)
-                if stop_reason is not None:
+                reason = agreed_stop(requested.tolist())
+                if reason is not None:
                     if not saved:
                         save(f"iter_{it}")
-                    print0(f"stopped on {stop_reason} at iteration {it}, after its eval; {after_stop}")
+                    print0(f"stopped on {reason} at iteration {it}, after its eval; {after_stop}")
                     raise EndRun(EXIT_PREEMPTED)
                 t_last = time.time()  # the step timer measures training only
             if last_step:
@@ -1509,12 +1518,12 @@ def run(argv):
                     engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
             # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
             deadline = C.max_runtime > 0 and time.time() - t_start > C.max_runtime * 3600
-            requests = [float(stop.signal == "SIGTERM"), float(stop.signal == "SIGINT"), float(deadline)]
+            requests = stop.requests() + [float(deadline)]
             flags = torch.cat([(loss_sum / ga).view(1), torch.tensor(requests, device=device)])
             dist.all_reduce(flags)
             flags = flags.tolist()
             mean_loss = flags[0] / world_size
-            stop_reason = next((why for why, n in zip(("SIGTERM", "SIGINT", "max_runtime"), flags[1:]) if n > 0), None)
+            stop_reason = agreed_stop(flags[1:], StopFlag.SIGNALS + ("max_runtime",))
             nonfinite = not math.isfinite(mean_loss)
             if fast_overflow_check and C.dtype == "bfloat16":
                 optimizer.check_grad_overflow = nonfinite  # DeepSpeed then skips the step and clears the gradients

@@ -78,13 +78,19 @@ def assert_ok(proc):
     assert proc.returncode == 0, proc.stdout[-6000:]
 
 
+def reference_args(shakespeare, out):
+    """The reference run's training settings (12 iterations, evals at 0/6/12) into `out`: a run with them gets the
+    reference run's losses."""
+    return [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
+            "--eval_interval=6", "--lr_decay_iters=12"]
+
+
 @pytest.fixture(scope="session")
 def reference_run(shakespeare, tmp_path_factory):
     """12 iterations of the tiny model with dropout, evals at 0/6/12, every logger on: (out_dir, log)."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
-                   "--eval_interval=6", "--lr_decay_iters=12", "--tensorboard_log=True", "--wandb_log=True",
-                   "--plot=True"], env={"WANDB_MODE": "offline"})
+    proc = launch([*reference_args(shakespeare, out), "--tensorboard_log=True", "--wandb_log=True", "--plot=True"],
+                  env={"WANDB_MODE": "offline"})
     assert_ok(proc)
     return str(out), proc.stdout
 

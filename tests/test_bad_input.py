@@ -268,13 +268,18 @@ def test_init_from_an_incomplete_tag_of_another_run(tmp_path, shakespeare):
         f"with --init_from={src}/TAG: best")
 
 
+def tag_at_30(out, tag, world_size, dtype):
+    """out/tag: a completion marker of iteration 30 (no files), named by `latest`."""
+    (out / tag).mkdir(parents=True)
+    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": world_size,
+              "model_config": {"block_size": 64}, "config": {"dtype": dtype}}
+    (out / tag / ckpt.COMPLETE).write_text(json.dumps(marker))
+    (out / ckpt.LATEST).write_text(tag)
+
+
 def test_resume_in_another_dtype_or_past_max_iters(tmp_path, shakespeare):
     out = tmp_path / "out"
-    (out / "iter_30").mkdir(parents=True)
-    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 2, "model_config": {"block_size": 64},
-              "config": {"dtype": "bfloat16"}}
-    (out / "iter_30" / ckpt.COMPLETE).write_text(json.dumps(marker))
-    (out / ckpt.LATEST).write_text("iter_30")
+    tag_at_30(out, "iter_30", world_size=2, dtype="bfloat16")
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--dtype=float32", "--max_iters=40"])
     assert msg == ("iter_30 was saved in bfloat16 (DeepSpeed keeps optimizer state per precision); resume with "
@@ -292,11 +297,7 @@ def test_resuming_a_finished_run_does_nothing(tmp_path, shakespeare, capsys):
     """A finished job started again on as many ranks (a requeue): exit 0 and nothing rewritten (a new final would
     stop sharing its files with best). On another number of ranks it is re-saved (test_universal.py)."""
     out = tmp_path / "out"
-    (out / "final").mkdir(parents=True)
-    marker = {"iteration": 30, "files": {}, "zero_stage": 2, "world_size": 1, "model_config": {"block_size": 64},
-              "config": {"dtype": "float32"}}
-    (out / "final" / ckpt.COMPLETE).write_text(json.dumps(marker))
-    (out / ckpt.LATEST).write_text("final")
+    tag_at_30(out, "final", world_size=1, dtype="float32")
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     with pytest.raises(T.EndRun) as e:
         T.run([*base(tmp_path, shakespeare), "--init_from=resume", "--max_iters=30"])

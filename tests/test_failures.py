@@ -13,7 +13,8 @@ import pytest
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import REPO, TINY, assert_ok, eval_losses, iter_losses, launch, shm_buffers, start, train_env
+from conftest import (REPO, TINY, assert_ok, eval_losses, iter_losses, launch, reference_args, shm_buffers,
+                      start, train_env)
 
 pytestmark = pytest.mark.slow
 
@@ -81,8 +82,7 @@ def test_stop_at_an_eval_iteration_evaluates_it_on_resume(reference_run, shakesp
     uninterrupted run got there, and goes on as it did."""
     _, ref_log = reference_run
     out = tmp_path / "out"
-    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
-            "--eval_interval=6", "--lr_decay_iters=12"]
+    args = reference_args(shakespeare, out)
     first = launch(args, env={"TRAIN_FAULT": "sigterm@5:1"})
     assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
     assert "stopped on SIGTERM after iteration 6" in first.stdout and "eval 6:" not in first.stdout
@@ -106,8 +106,7 @@ def test_sigterm_during_an_eval_stops_at_that_eval(reference_run, shakespeare, t
     and a second save; the resumed run does not repeat the eval and ends as the uninterrupted run did."""
     _, ref_log = reference_run
     out = tmp_path / "out"
-    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--max_iters=12",
-            "--eval_interval=6", "--lr_decay_iters=12"]
+    args = reference_args(shakespeare, out)
     first = launch(args, env={"TRAIN_FAULT": "sigterm_in_eval@6:1"})
     assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
     assert "stopped on SIGTERM at iteration 6, after its eval; continue with --init_from=resume" in first.stdout
