@@ -58,12 +58,13 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
         self.fused = False  # GELU inside the matmuls' epilogues (GPT.set_fused_kernels)
+        self.recompute_gelu = False  # GELU output recomputed in backward, not kept (GPT.set_recompute_gelu)
 
     def forward(self, x, with_bias=True):
         """with_bias False: c_proj without its bias, which the fused LayerNorm after it adds."""
-        if self.fused:
+        if self.fused or self.recompute_gelu:
             return self.dropout(FusedMLP.apply(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight,
-                                               self.c_proj.bias if with_bias else None))
+                                               self.c_proj.bias if with_bias else None, self.recompute_gelu))
         h = F.gelu(self.c_fc(x), approximate="tanh")
         return self.dropout(self.c_proj(h) if with_bias else F.linear(h, self.c_proj.weight))
 
@@ -194,6 +195,16 @@ class GPT(nn.Module):
             block.mlp.fused = on and self.config.bias
             block.fused_norm = norm
         self.fused_loss, self.fused_norm = loss, norm
+
+    def set_recompute_gelu(self, n_blocks):
+        """The MLPs of the first n_blocks (-1: all) keep only their GELU's input for backward and recompute its
+        output there: a block's largest activation (4 x n_embd values per token) for one elementwise pass, where
+        gradient_checkpointing spends a block's whole forward to drop all of them."""
+        if n_blocks and not self.config.bias:
+            raise ValueError("recompute_gelu needs the MLP biases (bias=True), as GPT-2 has")
+        n = len(self.transformer.h) if n_blocks < 0 else n_blocks
+        for i, block in enumerate(self.transformer.h):
+            block.mlp.recompute_gelu = i < n
 
     def get_num_params(self, non_embedding=True):
         """Parameters as GPT-2 counts them: real vocabulary rows only, position embedding optional."""

@@ -62,6 +62,7 @@ n_embd = 768
 bias = True
 dropout = 0.0
 gradient_checkpointing = 0  # blocks recomputed in backward, from the first (0 = none; -1 or >= n_layer = all)
+recompute_gelu = 0  # blocks whose MLP recomputes its GELU output in backward (0 = none; -1 = all): a cheaper saving
 compile = False  # torch.compile each transformer block
 fused_kernels = True  # GPU, fp16/bf16, ZeRO-1/2: GELU in cuBLASLt epilogues; cross-entropy, add + LayerNorm in Triton
 fused_norm = True  # with fused_kernels: the add + LayerNorm kernels (config/xl_24gb_2gpus.py turns them off)
@@ -211,6 +212,7 @@ SETTING_RANGES = [  # (setting, its test, what it may be)
     ("eval_iters", lambda v: v == -1 or v >= 1, "-1 (all of val) or >= 1"),
     ("keep_last_n", lambda v: v >= 0, ">= 0 (0 keeps every iter_N)"),
     ("gradient_checkpointing", lambda v: v >= -1, "-1 (all blocks), 0 (none) or a number of blocks"),
+    ("recompute_gelu", lambda v: v >= -1, "-1 (all blocks), 0 (none) or a number of blocks"),
     ("patience", lambda v: v >= 0, ">= 0 (0 = never stop early)"),
     ("max_runtime", lambda v: v >= 0, ">= 0 hours (0 = no limit)"),
     ("max_consecutive_nonfinite", lambda v: v >= 1, ">= 1"),
@@ -1223,6 +1225,10 @@ def run(argv):
     seed_everything(C.seed)  # identical initialisation on every rank
     model, origin = build_model(cfg, device, ptdtype, vocab_size, resume_marker)
     model.gradient_checkpointing = C.gradient_checkpointing
+    try:
+        model.set_recompute_gelu(C.recompute_gelu)
+    except ValueError as e:
+        raise InputError(f"{e}; drop --recompute_gelu, or use --gradient_checkpointing to save memory") from None
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
     fused_note = "off"
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
@@ -1334,6 +1340,9 @@ def run(argv):
         if C.gradient_checkpointing:
             how.append("every block recomputed" if C.gradient_checkpointing < 0
                        else f"{C.gradient_checkpointing} blocks recomputed")
+        if C.recompute_gelu:
+            how.append("every GELU recomputed" if C.recompute_gelu < 0 or C.recompute_gelu >= model.config.n_layer
+                       else f"{C.recompute_gelu} GELUs recomputed")
         if C.compile:
             how.append("blocks compiled")
         print0(f"hardware: {'; '.join(how)}")
