@@ -5,7 +5,7 @@
 # buffers, which sit outside PyTorch's allocator), and does it beat that card's default, micro-batch 16?
 # Phase 1: bf16 on both GPUs, 128 sequences per iteration, one after the other: 16 x 4; 32 x 2 recomputed and capped;
 # 32 x 2 as on an H200 (neither: the recompute's cost); 16 x 4 and 32 x 2 recomputed again (the spread).
-# Phase 2: fp16 (the default) 16 x 4 and 32 x 2 recomputed and capped; the loss curves (GPT-2-medium shapes, 40
+# Phase 2: fp16 (the default) 16 x 4 and 32 x 2 recomputed and capped; bf16 32 x 2 capped with 36 of 48 GELUs recomputed; the loss curves (GPT-2-medium shapes, 40
 # iterations) without ("base") and with ("new") recompute_gelu, bf16 then fp16, one GPU each at once.
 #   bench/run_recompute.sh 1|2 /tmp/out
 set -uo pipefail
@@ -39,6 +39,7 @@ if [[ $phase == 1 ]]; then
 elif [[ $phase == 2 ]]; then
     bench_run f16 110 ours-fp16-2
     bench_run f32lean 110 ours-fp16-2-141gb "${LEAN[@]}"
+    bench_run b32part 110 ours-bf16-2-141gb --set recompute_gelu=36 --set max_gpu_memory_gb=77
     for dtype in bfloat16 float16; do
         curve_with base $dtype 0 29600 120
         first=$!
