@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -552,8 +553,9 @@ class Progress:
 def parse_faults(spec):
     """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
     loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would; 'sigterm_in_eval' during
-    the eval at that iteration), 'hang' (sleep for an hour) or 'minscale' (DeepSpeed's exception at the minimum fp16
-    loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
+    the eval at that iteration), 'hang' (sleep for an hour), 'oom' (torch's out-of-memory error) or 'minscale'
+    (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last,
+    rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
         kind, _, where = item.partition("@")
@@ -935,6 +937,23 @@ class SaveFailed(Exception):
     """A checkpoint could not be written (a full disk, most often): one line, exit 1; `latest` is untouched."""
 
 
+def out_of_memory_line(error, rank):
+    """torch's out-of-memory message (a paragraph) as one line: how much, of what, and the settings that help."""
+    text = str(error)
+    size = r"([\d.]+ \w+)"
+    asked = re.search("Tried to allocate " + size, text)
+    in_use = re.search("this process has " + size + " memory in use", text)
+    limit = re.search(size + " allowed", text) or re.search("total capacity of " + size, text)
+    if asked and in_use and limit:
+        what = (f"asked for {asked[1]} more with {in_use[1]} in use "
+                f"({limit[1]} {'allowed' if 'allowed' in limit[0] else 'on the GPU'})")
+    else:
+        what = text.splitlines()[0][:200] if text else "no details"
+    return (f"error: [rank {rank}] out of GPU memory: {what}; lower --batch_size (--target_batch_size keeps the "
+            "sequences per iteration), or recompute activations in backward with --recompute_gelu=-1 or "
+            "--gradient_checkpointing=N (README: GPU memory guidance)")
+
+
 class EndRun(Exception):
     """Leave the loop with an exit status (preempted, diverged) after the ranks agreed to."""
 
@@ -1045,6 +1064,9 @@ def main(argv):
         sys.exit(e.status)
     except SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
         print(f"error: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
+    except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
+        print(out_of_memory_line(e, os.environ.get("RANK", "0")), file=sys.stderr, flush=True)
         os._exit(1)
     except KeyboardInterrupt:  # StopFlag's second signal: no traceback, no save
         print(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since the "
@@ -1520,6 +1542,12 @@ def run(argv):
                     os.kill(os.getpid(), signal.SIGTERM)
                 if fault_at(faults, "hang", it, rank):
                     time.sleep(3600)
+                if fault_at(faults, "oom", it, rank):  # torch's message, as a 77 GiB cap gave it on an H200
+                    raise torch.OutOfMemoryError(
+                        "CUDA out of memory. Tried to allocate 394.00 MiB. GPU 1 has a total capacity of 139.80 GiB "
+                        "of which 61.05 GiB is free. Including non-PyTorch memory, this process has 78.75 GiB memory "
+                        "in use. 77.00 GiB allowed; Of the allocated memory 75.33 GiB is allocated by PyTorch, and "
+                        "1.37 GiB is reserved by PyTorch but unallocated.")
                 with record_function("backward"):
                     engine.backward(loss)
                 loss_sum += loss.detach().float()

@@ -139,6 +139,34 @@ def test_a_full_disk_during_a_save_is_one_line_and_latest_stays(shakespeare, tmp
     assert sorted(iter_losses(resumed.stdout)) == [3, 4, 5, 6] and ckpt.read_latest(str(out)) == "final"
 
 
+def test_out_of_gpu_memory_is_one_line_naming_the_settings(shakespeare, tmp_path):
+    """torch's out-of-memory error on one rank (injected: the CPU has no GPU memory to run out of) ends the run with
+    one line from that rank that names the sizes and the settings that help, no traceback, and the checkpoint of the
+    last eval still named by latest."""
+    out = tmp_path / "out"
+    run = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=2",
+                  "--always_save_checkpoint=True"], env={"TRAIN_FAULT": "oom@3:1"})
+    assert run.returncode == 1, run.stdout[-3000:]
+    errors = [line for line in run.stdout.splitlines() if line.startswith("error: [rank 1]")]
+    assert errors == ["error: [rank 1] out of GPU memory: asked for 394.00 MiB more with 78.75 GiB in use "
+                      "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration), "
+                      "or recompute activations in backward with --recompute_gelu=-1 or --gradient_checkpointing=N "
+                      "(README: GPU memory guidance)"], run.stdout[-3000:]
+    assert "OutOfMemoryError" not in run.stdout and sorted(iter_losses(run.stdout))[:2] == [1, 2]
+    assert ckpt.read_latest(str(out)) == "iter_2"
+
+
+def test_out_of_memory_line_without_a_cap_or_torchs_usual_words():
+    e = T.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                 "79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, this process has "
+                                 "78.10 GiB memory in use. Of the allocated memory 75.1 GiB is allocated by PyTorch")
+    assert T.out_of_memory_line(e, "0").startswith(
+        "error: [rank 0] out of GPU memory: asked for 2.00 GiB more with 78.10 GiB in use (79.19 GiB on the GPU); "
+        "lower --batch_size")
+    assert T.out_of_memory_line(T.torch.OutOfMemoryError("CUDA error: out of memory\nmore"), "3").startswith(
+        "error: [rank 3] out of GPU memory: CUDA error: out of memory; lower --batch_size")
+
+
 def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
     out = tmp_path / "out"
     env = train_env({"NUM_GPUS": "2", "PYTHON": sys.executable,
