@@ -291,6 +291,9 @@ def test_every_shipped_config_file_parses():
     assert not small_cards["pinned_checkpoint_copies"] and not small_cards["fused_norm"]
     large_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_141gb.py")])
     assert (large_cards["batch_size"], large_cards["target_batch_size"]) == (32, 128)
+    cards_80gb = T.parse_config([os.path.join(T.REPO, "config", "xl_80gb_mb32.py")])
+    assert (cards_80gb["batch_size"], cards_80gb["recompute_gelu"]) == (32, -1)
+    assert T.derive_batch(cards_80gb, 4) == (32, 1, 128) and T.derive_batch(cards_80gb, 2) == (32, 2, 128)
 
 
 def test_stale_build_locks(tmp_path):
