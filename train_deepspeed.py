@@ -553,8 +553,8 @@ class Progress:
 def parse_faults(spec):
     """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
     loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would; 'sigterm_in_eval' during
-    the eval at that iteration), 'hang' (sleep for an hour), 'oom' (torch's out-of-memory error) or 'minscale'
-    (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last,
+    the eval at that iteration; 'sigint_in_startup@0' after the model is built), 'hang' (sleep for an hour), 'oom'
+    (torch's out-of-memory error) or 'minscale' (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last,
     rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
@@ -567,6 +567,10 @@ def parse_faults(spec):
 
 def fault_at(faults, kind, iteration, rank):
     return any(a <= iteration <= b and r == rank for a, b, r in faults.get(kind, ()))
+
+
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT after StopFlag's first: stop at once, without saving."""
 
 
 class StopFlag:
@@ -582,7 +586,7 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.signal is not None:
-            raise KeyboardInterrupt
+            raise SecondSignal
         self.signal = signal.Signals(signum).name
         print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then {self.then} "
               "(send it again to stop at once)", file=sys.stderr, flush=True)
@@ -1068,9 +1072,13 @@ def main(argv):
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
         print(out_of_memory_line(e, os.environ.get("RANK", "0")), file=sys.stderr, flush=True)
         os._exit(1)
-    except KeyboardInterrupt:  # StopFlag's second signal: no traceback, no save
+    except SecondSignal:  # no traceback, no save
         print(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since the "
               "last checkpoint", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # Ctrl-C before StopFlag takes the signals over (SIGTERM then ends the process)
+        print(f"[rank {os.environ.get('RANK', '0')}] interrupted during start-up, before the first step; nothing "
+              "saved", file=sys.stderr, flush=True)
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
@@ -1252,6 +1260,8 @@ def run(argv):
     except ValueError as e:
         raise InputError(f"{e}; drop --recompute_gelu, or use --gradient_checkpointing to save memory") from None
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.2}  # lets ds_to_universal convert it
+    if fault_at(faults, "sigint_in_startup", 0, rank):
+        os.kill(os.getpid(), signal.SIGINT)
     fused_note = "off"
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
         fused_note = setup_fused_kernels(model, C.fused_norm)

@@ -59,6 +59,9 @@ RUNS = {
     # each at the largest micro-batch that fits a ~141 GB card (H200): ours 32 (config/xl_141gb.py), the peer 16
     **{f"ours-{d}-{g}-141gb": ours(g, DTYPES[d], batch_size=32) for d in DTYPES for g in (1, 2, 4)},
     **{f"peer-{d}-{g}-141gb": peer(g, DTYPES[d], batch_size=16) for d in DTYPES for g in (1, 2, 4, 8)},
+    # 80 GB cards at micro-batch 32 with every GELU output recomputed (config/xl_80gb_mb32.py; 2-4 GPUs)
+    **{f"ours-{d}-{g}-80gb-mb32": ours(g, DTYPES[d], None, extra=["config/xl_80gb_mb32.py"])
+       for d in DTYPES for g in (2, 4)},
     "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=7),  # the guide's literal micro-batch 1 x 32
     "ours-fp16-4-save": ours(4, "float16", iters=5, save=True),
     "peer-fp16-4-save": peer(4, "float16", iters=5, save=True),
@@ -73,8 +76,8 @@ RUNS = {
     "ours-xl-24gb-offload-1-bf16": ours(1, "bfloat16", None, iters=6,
                                         extra=["config/xl_24gb_offload_1gpu.py", "--max_gpu_memory_gb=24"]),
 }
-DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "peer-bf16-4", "peer-fp16-4", "ours-fp16-4-guide", "ours-bf16-2",
-                "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
+DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "ours-bf16-4-80gb-mb32", "peer-bf16-4", "peer-fp16-4",
+                "ours-fp16-4-guide", "ours-bf16-2", "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
 
 
 def free_port():

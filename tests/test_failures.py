@@ -245,6 +245,18 @@ def test_a_second_signal_stops_at_once_without_a_traceback(shakespeare, tmp_path
     assert "KeyboardInterrupt" not in log and ckpt.saved_tags(str(out)) == []
 
 
+def test_ctrl_c_during_start_up_is_one_line(shakespeare, tmp_path):
+    """SIGINT before the loop takes the signals over (here after the model is built, on rank 1): one line, exit 130,
+    no traceback (was the second-signal message, or a KeyboardInterrupt traceback)."""
+    out = tmp_path / "out"
+    run = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=4"],
+                 env={"TRAIN_FAULT": "sigint_in_startup@0:1"})
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert "[rank 1] interrupted during start-up, before the first step; nothing saved" in run.stdout, run.stdout[-3000:]
+    assert "KeyboardInterrupt" not in run.stdout and "second signal" not in run.stdout
+    assert "return code = 130" in run.stdout and iter_losses(run.stdout) == {}
+
+
 def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
     out = tmp_path / "out"
     # one NaN on rank 1 at iteration index 3 (logged as iter 4), then three in a row from index 6
