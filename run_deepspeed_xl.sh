@@ -4,7 +4,7 @@
 #   ./run_deepspeed_xl.sh                                   # config/finetune_shakespeare_xl.py, all GPUs
 #   ./run_deepspeed_xl.sh config/my_run.py --max_iters=500  # another config; --key=value pass through
 #   ./run_deepspeed_xl.sh config/xl_141gb.py                # ~141 GB cards (H200): micro-batch 32, ~3% faster
-#   ./run_deepspeed_xl.sh config/xl_80gb_mb32.py            # 2-4 GPUs of 80 GB: micro-batch 32 with the GELU
+#   ./run_deepspeed_xl.sh config/xl_80gb_mb32.py            # 2 or 4 GPUs of 80 GB: micro-batch 32 with the GELU
 #                                                           #   outputs recomputed, ~1.5% faster
 #   NUM_GPUS=2 ./run_deepspeed_xl.sh                        # the first 2 GPUs
 #   CUDA_VISIBLE_DEVICES=2,3 ./run_deepspeed_xl.sh          # these GPUs

@@ -1,4 +1,4 @@
-# GPT-2 XL on 2 to 4 GPUs of 80 GB (H100, A100 80GB) at micro-batch 32, twice the default's, with every MLP's GELU
+# GPT-2 XL on 2 or 4 GPUs of 80 GB (H100, A100 80GB) at micro-batch 32, twice the default's, with every MLP's GELU
 # output recomputed in backward so that it fits; the same 128 sequences per iteration in half the micro-steps:
 #   deepspeed --num_gpus=4 train_deepspeed.py config/xl_80gb_mb32.py   (or ./run_deepspeed_xl.sh config/xl_80gb_mb32.py)
 #   4 GPUs: 32 x 1 x 4 x 1024 = 131,072 tokens per iteration
