@@ -59,7 +59,7 @@ RUNS = {
     # each at the largest micro-batch that fits a ~141 GB card (H200): ours 32 (config/xl_141gb.py), the peer 16
     **{f"ours-{d}-{g}-141gb": ours(g, DTYPES[d], batch_size=32) for d in DTYPES for g in (1, 2, 4)},
     **{f"peer-{d}-{g}-141gb": peer(g, DTYPES[d], batch_size=16) for d in DTYPES for g in (1, 2, 4, 8)},
-    # 80 GB cards at micro-batch 32 with every GELU output recomputed (config/xl_80gb_mb32.py; 2-4 GPUs)
+    # 80 GB cards at micro-batch 32 with every GELU output recomputed (config/xl_80gb_mb32.py; 2 or 4 GPUs)
     **{f"ours-{d}-{g}-80gb-mb32": ours(g, DTYPES[d], None, extra=["config/xl_80gb_mb32.py"])
        for d in DTYPES for g in (2, 4)},
     "ours-fp16-4-guide": ours(4, "float16", batch_size=1, iters=7),  # the guide's literal micro-batch 1 x 32
