@@ -140,6 +140,23 @@ def dir_bytes(path):
 _locks = {}  # out_dir -> the open file whose lock this process holds
 
 
+def out_dir_holder(out_dir):
+    """The "pid N on HOST" of another process that holds out_dir's lock, or None; takes nothing (a check before the
+    rendezvous, whose port the other run may hold too)."""
+    import fcntl
+    path = os.path.join(out_dir, LOCK)
+    if os.path.realpath(out_dir) in _locks or not os.path.exists(path):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return None
+
+
 def lock_out_dir(out_dir):
     """Take out_dir for this process until it ends (the OS drops the lock however it ends, kill -9 included), so
     that a second run into the same out_dir cannot recover, move or replace what the first is writing. Returns None,

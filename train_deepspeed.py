@@ -406,7 +406,11 @@ def load_split(name, split, block_size, vocab_size):
         raise InputError(f"dataset {name!r} is a file; a dataset is a folder of token bins: prepare one with "
                          f"`python data/prepare.py --name {stem} --input {name}`, then use --dataset={stem}")
     if not os.path.isdir(folder):
-        raise InputError(f"dataset {name!r} not found ({folder} does not exist); prepare it with "
+        parent = os.path.dirname(os.path.abspath(folder))
+        near = difflib.get_close_matches(os.path.basename(folder), os.listdir(parent) if os.path.isdir(parent) else [],
+                                         n=1)
+        hint = f"did you mean {os.path.join(os.path.dirname(name), near[0])!r}? Or " if near else ""
+        raise InputError(f"dataset {name!r} not found ({folder} does not exist); {hint}prepare it with "
                          f"`python data/shakespeare/prepare.py` or `python data/prepare.py --name {name} --input ...`")
     if not os.path.isfile(path):
         raise InputError(f"{path} is missing; prepare the dataset with `{prepare_command(name, folder)}`")
@@ -574,22 +578,32 @@ class SecondSignal(KeyboardInterrupt):
 
 
 class StopFlag:
-    """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal
-    stops at once."""
+    """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal stops at
+    once, unless it comes within same_stop_seconds of the first: that is the same stop passed on (DeepSpeed's
+    launch.py sends SIGTERM to the trainers on its own SIGINT/SIGTERM, which a terminal's Ctrl-C, `pkill -f
+    train_deepspeed.py` or a scheduler signalling every process of the job delivers to it as well)."""
     SIGNALS = ("SIGTERM", "SIGINT")
 
-    def __init__(self, saves=True):
+    def __init__(self, saves=True, same_stop_seconds=float(os.environ.get("TRAIN_SAME_STOP_SECONDS", "2"))):
         self.signal = None
         self.then = "saving a checkpoint" if saves else "stopping (save_checkpoints=False: nothing is saved)"
+        self.same_stop_seconds = same_stop_seconds
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
+        rank = os.environ.get("RANK", "0")
         if self.signal is not None:
-            raise SecondSignal
-        self.signal = signal.Signals(signum).name
-        print(f"[rank {os.environ.get('RANK', '0')}] {self.signal}: finishing this step, then {self.then} "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+            after = time.monotonic() - self.first_at
+            if after >= self.same_stop_seconds or self.passed_on:
+                raise SecondSignal
+            self.passed_on = True
+            print(f"[rank {rank}] {signal.Signals(signum).name} {after:.2f}s after the {self.signal}: the same stop "
+                  "(passed on by a launcher); still finishing this step", file=sys.stderr, flush=True)
+            return
+        self.signal, self.first_at, self.passed_on = signal.Signals(signum).name, time.monotonic(), False
+        print(f"[rank {rank}] {self.signal}: finishing this step, then {self.then} (send it again to stop at once)",
+              file=sys.stderr, flush=True)
 
     def requests(self):
         """This rank's vote per signal, to be summed over the ranks (one all-reduce) and read by agreed_stop."""
@@ -941,8 +955,9 @@ class SaveFailed(Exception):
     """A checkpoint could not be written (a full disk, most often): one line, exit 1; `latest` is untouched."""
 
 
-def out_of_memory_line(error, rank):
-    """torch's out-of-memory message (a paragraph) as one line: how much, of what, and the settings that help."""
+def out_of_memory_line(error, rank, cfg=None):
+    """torch's out-of-memory message (a paragraph) as one line: how much, of what, and the settings that help
+    (those of `cfg`, the run's settings, that are not already at their most frugal)."""
     text = str(error)
     size = r"([\d.]+ \w+)"
     asked = re.search("Tried to allocate " + size, text)
@@ -953,9 +968,22 @@ def out_of_memory_line(error, rank):
                 f"({limit[1]} {'allowed' if 'allowed' in limit[0] else 'on the GPU'})")
     else:
         what = text.splitlines()[0][:200] if text else "no details"
-    return (f"error: [rank {rank}] out of GPU memory: {what}; lower --batch_size (--target_batch_size keeps the "
-            "sequences per iteration), or recompute activations in backward with --recompute_gelu=-1 or "
-            "--gradient_checkpointing=N (README: GPU memory guidance)")
+    cfg = cfg or {}
+    at = f" at micro-batch {cfg['batch_size']}" if "batch_size" in cfg else ""
+    recompute = [flag for key, flag in (("recompute_gelu", "--recompute_gelu=-1"),
+                                        ("gradient_checkpointing", "--gradient_checkpointing=N"))
+                 if cfg.get(key) != -1]
+    then = f", or recompute activations in backward with {' or '.join(recompute)}" if recompute else ""
+    return (f"error: [rank {rank}] out of GPU memory{at}: {what}; lower --batch_size (--target_batch_size keeps the "
+            f"sequences per iteration){then} (README: GPU memory guidance)")
+
+
+def settings_or_none(argv):
+    """The run's settings for an error report, or None where they cannot be read."""
+    try:
+        return parse_config(argv)
+    except Exception:
+        return None
 
 
 class EndRun(Exception):
@@ -1070,7 +1098,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr, flush=True)
         os._exit(1)
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
-        print(out_of_memory_line(e, os.environ.get("RANK", "0")), file=sys.stderr, flush=True)
+        print(out_of_memory_line(e, os.environ.get("RANK", "0"), settings_or_none(argv)), file=sys.stderr, flush=True)
         os._exit(1)
     except SecondSignal:  # no traceback, no save
         print(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since the "
@@ -1146,6 +1174,10 @@ def run(argv):
             raise InputError("tensorboard_log=True needs the tensorboard package: pip install tensorboard") from None
 
     import checkpoint as ckpt
+    busy = ckpt.out_dir_holder(C.out_dir)  # first: that run's checkpoints and its rendezvous port would be named too
+    if busy:
+        raise InputError(f"out_dir {C.out_dir} is in use by another run ({busy}); wait for it to end, or give "
+                         "another --out_dir")
     resume_tag, resume_marker, context = resolve_init(C)
     held, latest = (ckpt.saved_tags(C.out_dir), ckpt.read_latest(C.out_dir)) if resume_marker is None else ([], None)
     if held:
@@ -1403,7 +1435,8 @@ def run(argv):
         if C.warmup_iters >= C.max_iters > 0:
             print0(f"warning: warmup_iters {C.warmup_iters} >= max_iters {C.max_iters}: the learning rate never "
                    f"reaches learning_rate {C.learning_rate:g}")
-        print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per GPU (+ activations)")
+        print0(f"memory: DeepSpeed estimates {format_bytes(est_gpu)} of model states per "
+               f"{'GPU' if on_gpu else 'process'} (+ activations)")
         sizes = [f"{n} ({w:.0%}): {len(splits['train'][n][0]):,} train / {len(splits['val'][n][0]):,} val tokens"
                  for n, w in datasets]
         print0(f"data: {'; '.join(sizes)}")

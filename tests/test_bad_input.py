@@ -46,6 +46,15 @@ def test_missing_dataset(tmp_path):
     assert "dataset" in msg and "not found" in msg and "prepare.py" in msg
 
 
+def test_misspelt_dataset_gets_the_near_name(tmp_path, shakespeare):
+    misspelt = os.path.join(os.path.dirname(str(shakespeare)), "shakespaere")
+    msg = error_of(base(tmp_path, misspelt))
+    assert msg.startswith(f"dataset {misspelt!r} not found ({misspelt} does not exist); did you mean "
+                          f"{str(shakespeare)!r}? Or prepare it with"), msg
+    assert "did you mean" in error_of(base(tmp_path, "shakespear")) and "'shakespeare'?" in error_of(
+        base(tmp_path, "shakespear"))
+
+
 def test_dataset_given_as_a_file(tmp_path, shakespeare):
     text = tmp_path / "notes.txt"
     text.write_text("some text")

@@ -13,8 +13,8 @@ import pytest
 
 import checkpoint as ckpt
 import train_deepspeed as T
-from conftest import (REPO, TINY, assert_ok, eval_losses, iter_losses, launch, reference_args, shm_buffers,
-                      start, train_env)
+from conftest import (REPO, TINY, assert_ok, eval_losses, iter_losses, launch, launch_cmd, reference_args,
+                      shm_buffers, start, train_env)
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +148,7 @@ def test_out_of_gpu_memory_is_one_line_naming_the_settings(shakespeare, tmp_path
                   "--always_save_checkpoint=True"], env={"TRAIN_FAULT": "oom@3:1"})
     assert run.returncode == 1, run.stdout[-3000:]
     errors = [line for line in run.stdout.splitlines() if line.startswith("error: [rank 1]")]
-    assert errors == ["error: [rank 1] out of GPU memory: asked for 394.00 MiB more with 78.75 GiB in use "
+    assert errors == ["error: [rank 1] out of GPU memory at micro-batch 4: asked for 394.00 MiB more with 78.75 GiB in use "
                       "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration), "
                       "or recompute activations in backward with --recompute_gelu=-1 or --gradient_checkpointing=N "
                       "(README: GPU memory guidance)"], run.stdout[-3000:]
@@ -165,6 +165,22 @@ def test_out_of_memory_line_without_a_cap_or_torchs_usual_words():
         "lower --batch_size")
     assert T.out_of_memory_line(T.torch.OutOfMemoryError("CUDA error: out of memory\nmore"), "3").startswith(
         "error: [rank 3] out of GPU memory: CUDA error: out of memory; lower --batch_size")
+
+
+def test_out_of_memory_line_offers_only_what_is_not_already_on():
+    e = T.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB. GPU 0 has a total capacity of "
+                                 "139.80 GiB. Including non-PyTorch memory, this process has 78.29 GiB memory in use. "
+                                 "77.00 GiB allowed; Of the allocated memory")
+    cfg = T.parse_config(["config/xl_80gb_mb32.py"])
+    assert T.out_of_memory_line(e, "0", cfg) == (
+        "error: [rank 0] out of GPU memory at micro-batch 32: asked for 400.00 MiB more with 78.29 GiB in use "
+        "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration), or "
+        "recompute activations in backward with --gradient_checkpointing=N (README: GPU memory guidance)")
+    cfg.update(gradient_checkpointing=-1)
+    assert T.out_of_memory_line(e, "0", cfg).endswith(
+        "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration) "
+        "(README: GPU memory guidance)")
+    assert T.settings_or_none(["--no_such_setting=1"]) is None
 
 
 def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
@@ -188,25 +204,33 @@ def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
 
 
 def test_a_second_run_into_a_busy_out_dir_is_refused(shakespeare, tmp_path):
-    """Run B started into the out_dir run A is training in: refused before it recovers, moves or saves anything
-    there (it used to move A's live logs aside, crashing A, and then write its own checkpoints over A's)."""
+    """Run B started into the out_dir run A is training in, with A's rendezvous port (both on the default, say):
+    refused before it recovers, moves or saves anything there (it used to move A's live logs aside, crashing A, and
+    then write its own checkpoints over A's), and told why first (not that the out_dir holds checkpoints, which
+    advised a resume, nor that the port is taken)."""
     out = tmp_path / "out"
-    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"]
+    args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=2",
+            "--always_save_checkpoint=True"]
     first = start(args)
     lines = []
-    read_until(first, r"^iter 2/", lines)
+    read_until(first, r"^saved iter_2", lines)
     buffers = shm_buffers()
-    second = launch([*args, "--learning_rate=1e-4"])
+    port = next(a for a in first.args if a.startswith("--master_port="))
+    second = subprocess.run([port if a.startswith("--master_port=") else a
+                             for a in launch_cmd([*args, "--learning_rate=1e-4"])],
+                            cwd=REPO, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=600)
     assert shm_buffers() == buffers  # the refused run leaves no 66 MB buffers in /dev/shm
     holder = f"pid {trainer_pids(first.pid)[0]} on {socket.gethostname()}"
     assert second.returncode == T.EXIT_BAD_INPUT, second.stdout[-3000:]
-    assert f"error: out_dir {out} is in use by another run ({holder}); wait for it to end, or give another --out_dir" \
-        in second.stdout.splitlines()
-    assert os.listdir(out / "logs") == ["csv"] and (out / "logs" / "csv" / "Train_loss.csv").exists()
+    errors = [line for line in second.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: out_dir {out} is in use by another run ({holder}); wait for it to end, or give "
+                      "another --out_dir"], second.stdout[-3000:]
+    assert sorted(os.listdir(out / "logs")) == ["csv"] and (out / "logs" / "csv" / "Train_loss.csv").exists()
     os.kill(trainer_pids(first.pid)[0], signal.SIGTERM)
     lines += first.stdout.readlines()
     assert first.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
-    n = int(re.search(r"stopped on SIGTERM after iteration (\d+)", "".join(lines)).group(1))
+    n = int(re.search(r"stopped on SIGTERM (?:after|at) iteration (\d+)", "".join(lines)).group(1))
     assert ckpt.read_latest(str(out)) == f"iter_{n}"
 
 
@@ -229,9 +253,10 @@ def test_sigterm_without_checkpoints_says_nothing_is_saved(shakespeare, tmp_path
 
 def test_a_second_signal_stops_at_once_without_a_traceback(shakespeare, tmp_path):
     out = tmp_path / "out"
-    # rank 0 stalls in iteration 3 (as in a slow step), so both signals land inside one step
+    # rank 0 stalls in iteration 3 (as in a slow step), so both signals land inside one step; a second signal within
+    # 2 s of the first would be taken as the launcher passing the first on (the next test): no window here
     proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"],
-                 env={"TRAIN_FAULT": "hang@2:0"})
+                 env={"TRAIN_FAULT": "hang@2:0", "TRAIN_SAME_STOP_SECONDS": "0"})
     lines = []
     read_until(proc, r"^iter 2/", lines)
     rank0 = trainer_pids(proc.pid)[0]
@@ -255,6 +280,24 @@ def test_ctrl_c_during_start_up_is_one_line(shakespeare, tmp_path):
     assert "[rank 1] interrupted during start-up, before the first step; nothing saved" in run.stdout, run.stdout[-3000:]
     assert "KeyboardInterrupt" not in run.stdout and "second signal" not in run.stdout
     assert "return code = 130" in run.stdout and iter_losses(run.stdout) == {}
+
+
+def test_ctrl_c_on_the_bare_launcher_saves(shakespeare, tmp_path):
+    """Ctrl-C in a terminal running `deepspeed train_deepspeed.py` signals every process of the group: the trainers
+    get SIGINT and, from DeepSpeed's launch.py, SIGTERM a moment later. That is one stop, not a second signal: they
+    finish the step and save (it used to be "stopped at once on a second signal", nothing saved)."""
+    out = tmp_path / "out"
+    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"])
+    lines = []
+    read_until(proc, r"^iter 2/", lines)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    lines += proc.stdout.readlines()
+    proc.wait(timeout=120)
+    log = "".join(lines)
+    assert "second signal" not in log, log[-3000:]
+    assert re.search(r"\[rank 0\] SIGTERM \d\.\d\ds after the SIGINT: the same stop \(passed on by a launcher\)", log)
+    n = int(re.search(r"stopped on SIGINT (?:after|at) iteration (\d+)", log).group(1))
+    assert ckpt.read_latest(str(out)) == f"iter_{n}" and ckpt.saved_tags(str(out)) == [f"iter_{n}"]
 
 
 def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
