@@ -60,10 +60,12 @@ if [[ -n ${HOSTFILE:-} ]]; then
     where="the machines in $HOSTFILE"
 else
     visible=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+    unit=GPUs
     if [[ $visible -eq 0 ]]; then
         # no GPU: DeepSpeed's CPU accelerator, for smoke runs such as NUM_GPUS=2 ./run_deepspeed_xl.sh config/cpu_tiny.py
         [[ -n ${NUM_GPUS:-} ]] || die "no GPU is visible; for a CPU smoke run set NUM_GPUS (processes) and use config/cpu_tiny.py"
         visible=$NUM_GPUS
+        unit="CPU processes"
     fi
     GPUS=${NUM_GPUS:-$visible}
     [[ $GPUS -le $visible ]] || die "NUM_GPUS=$GPUS but only $visible GPUs are visible"
@@ -75,7 +77,7 @@ else
         where="GPUs $ids"
     else
         launcher+=(--num_gpus="$GPUS")
-        where="$GPUS GPUs"
+        where="$GPUS $unit"
     fi
 fi
 

@@ -191,7 +191,7 @@ def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
                              f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500", "--eval_iters=4"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    assert read_until(proc, r"^model ", lines) == "model scratch on 2 GPUs, float32\n"
+    assert read_until(proc, r"^model ", lines) == "model scratch on 2 CPU processes, float32\n"
     assert "batch: 4 x 2 x 2 CPU processes x 64 = 1,024 tokens per iteration" in read_until(proc, r"^batch: ", lines)
     read_until(proc, r"^iter 2/", lines)
     proc.send_signal(signal.SIGTERM)

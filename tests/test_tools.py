@@ -219,7 +219,7 @@ def test_script_prints_no_batch_arithmetic_of_its_own(tmp_path):
     proc = run_script(tmp_path, "--target_batch_size=12", MASTER_PORT=str(port))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "model scratch on 2 GPUs, float32",
+        "model scratch on 2 CPU processes, float32",
         f"deepspeed --num_gpus=2 --master_port={port} train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
         "--target_batch_size=12"]
 
