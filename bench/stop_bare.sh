@@ -21,12 +21,15 @@ for gpus in 0 0,1; do
     kill -INT -- -$pid  # what a terminal's Ctrl-C does
     wait $pid
     rc=$?
+    t_runner=$(date +%s.%N)
+    # the runner leaves at once (its KeyboardInterrupt); launch.py and the trainers may go on for up to 30 s
+    for _ in $(seq 90); do pgrep -f "out_dir=/tmp/stop-$tag" > /dev/null || break; sleep 1; done
     t1=$(date +%s.%N)
     {
-        echo "$tag: deepspeed exit $rc, $(echo "$t1 - $t0" | bc) s from the SIGINT to its exit"
+        echo "$tag: deepspeed exit $rc after $(echo "$t_runner - $t0" | bc) s; the last process of the run gone" \
+             "$(echo "$t1 - $t0" | bc) s after the SIGINT"
         grep -E '^\[rank [0-9]\] SIG|^saved|^stopped|^error' "$out/$tag.log"
         echo "out_dir: $(ls /tmp/stop-$tag | tr '\n' ' ')  latest: $(cat /tmp/stop-$tag/latest 2>/dev/null)"
         echo
     } >> "$out/summary.txt"
-    sleep 35  # launch.py's 30 s kill of what is left, before the next run takes the GPUs
 done
