@@ -26,8 +26,8 @@ for gpus in 0 0,1; do
     for _ in $(seq 90); do pgrep -f "out_dir=/tmp/stop-$tag" > /dev/null || break; sleep 1; done
     t1=$(date +%s.%N)
     {
-        echo "$tag: deepspeed exit $rc after $(echo "$t_runner - $t0" | bc) s; the last process of the run gone" \
-             "$(echo "$t1 - $t0" | bc) s after the SIGINT"
+        echo "$tag: deepspeed exit $rc after $(python3 -c "print(round($t_runner - $t0, 1))") s; the last process of the run gone" \
+             "$(python3 -c "print(round($t1 - $t0, 1))") s after the SIGINT"
         grep -E '^\[rank [0-9]\] SIG|^saved|^stopped|^error' "$out/$tag.log"
         echo "out_dir: $(ls /tmp/stop-$tag | tr '\n' ' ')  latest: $(cat /tmp/stop-$tag/latest 2>/dev/null)"
         echo
