@@ -140,6 +140,13 @@ def dir_bytes(path):
 _locks = {}  # out_dir -> the open file whose lock this process holds
 
 
+def _held_elsewhere(error):
+    """flock's error for a lock that another process holds; other errors (ENOSYS, ENOLCK, EOPNOTSUPP: a Lustre or NFS
+    mount without locks) mean the filesystem cannot lock at all."""
+    import errno
+    return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
 def out_dir_holder(out_dir):
     """The "pid N on HOST" of another process that holds out_dir's lock, or None; takes nothing (a check before the
     rendezvous, whose port the other run may hold too)."""
@@ -150,17 +157,18 @@ def out_dir_holder(out_dir):
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    except OSError as e:
+        return (os.read(fd, 200).decode(errors="replace").strip() or "another process") if _held_elsewhere(e) else None
     finally:
         os.close(fd)  # also drops the probe's own lock
     return None
 
 
-def lock_out_dir(out_dir):
+def lock_out_dir(out_dir, warn=print):
     """Take out_dir for this process until it ends (the OS drops the lock however it ends, kill -9 included), so
     that a second run into the same out_dir cannot recover, move or replace what the first is writing. Returns None,
-    or the holder's "pid N on HOST" when another process has it."""
+    or the holder's "pid N on HOST" when another process has it. On a filesystem without locks it warns and runs
+    unguarded."""
     import fcntl
     import socket
     key = os.path.realpath(out_dir)
@@ -169,7 +177,12 @@ def lock_out_dir(out_dir):
     fd = os.open(os.path.join(out_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if not _held_elsewhere(e):
+            os.close(fd)
+            warn(f"warning: {out_dir} is on a filesystem without file locks ({e.strerror}): nothing stops a second "
+                 "run started into it while this one runs")
+            return None
         holder = os.read(fd, 200).decode(errors="replace").strip()
         os.close(fd)
         return holder or "another process"

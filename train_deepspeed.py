@@ -1256,7 +1256,7 @@ def run(argv):
     device = torch.device(accel.device_name(local_rank) if on_gpu else "cpu")
     failure = None
     if master:
-        holder = ckpt.lock_out_dir(C.out_dir)
+        holder = ckpt.lock_out_dir(C.out_dir, warn=print0)
         if holder:
             failure = (f"out_dir {C.out_dir} is in use by another run ({holder}); wait for it to end, or give "
                        "another --out_dir")

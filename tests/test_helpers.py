@@ -331,3 +331,29 @@ def test_resume_warnings_name_what_a_resume_changes():
     assert T.resume_warnings(saved, dict(saved, lr_decay_iters=30), "f", model) == [
         "settings changed since f was saved: schedule length (lr_decay_iters) 40 -> 30; the run goes on with them, "
         "no longer an exact continuation"]
+
+
+def test_out_dir_lock_held_free_and_on_a_filesystem_without_locks(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+    import checkpoint as ckpt
+    out = tmp_path / "out"
+    out.mkdir()
+    assert ckpt.out_dir_holder(str(out)) is None  # no .lock yet
+    fd = os.open(out / ckpt.LOCK, os.O_RDWR | os.O_CREAT)  # another run's lock (another open file: flock conflicts)
+    os.write(fd, b"pid 42 on elsewhere")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert ckpt.out_dir_holder(str(out)) == "pid 42 on elsewhere"
+    assert ckpt.lock_out_dir(str(out)) == "pid 42 on elsewhere"
+    os.close(fd)
+    assert ckpt.out_dir_holder(str(out)) is None
+
+    def no_locks(fd, op):  # Lustre mounted without flock, an NFS without lockd
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    said = []
+    assert ckpt.out_dir_holder(str(out)) is None
+    assert ckpt.lock_out_dir(str(out), warn=said.append) is None
+    assert said == [f"warning: {out} is on a filesystem without file locks (Function not implemented): nothing stops "
+                    "a second run started into it while this one runs"]
