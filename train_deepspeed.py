@@ -529,6 +529,13 @@ def print0(*args, **kwargs):
         out.flush()
 
 
+def print_line(text, file=None):
+    """A line from any rank in one write (stderr by default), for the reason print0 gives."""
+    out = file or sys.stderr
+    out.write(text + "\n")
+    out.flush()
+
+
 class Progress:
     """A progress bar with ETA on rank 0 when stdout is a terminal; nothing otherwise (the log lines, which
     carry their own ETA, are then the progress)."""
@@ -558,8 +565,8 @@ def parse_faults(spec):
     """Test-only fault injection from $TRAIN_FAULT, e.g. 'nan@3:1,nan@6-8:1,crash@4:0,kill_in_save@12:1': a NaN
     loss, an exception, SIGKILL inside a save, 'sigterm' (to itself, as a scheduler would; 'sigterm_in_eval' during
     the eval at that iteration; 'sigint_in_startup@0' after the model is built), 'hang' (sleep for an hour), 'oom'
-    (torch's out-of-memory error) or 'minscale' (DeepSpeed's exception at the minimum fp16 loss scale). KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last,
-    rank), ...]}."""
+    (torch's out-of-memory error) or 'minscale' (DeepSpeed's exception at the minimum fp16 loss scale).
+    KIND@FIRST[-LAST]:RANK. Returns {kind: [(first, last, rank), ...]}."""
     faults = {}
     for item in filter(None, spec.split(",")):
         kind, _, where = item.partition("@")
@@ -598,12 +605,12 @@ class StopFlag:
             if after >= self.same_stop_seconds or self.passed_on:
                 raise SecondSignal
             self.passed_on = True
-            print(f"[rank {rank}] {signal.Signals(signum).name} {after:.2f}s after the {self.signal}: the same stop "
-                  "(passed on by a launcher); still finishing this step", file=sys.stderr, flush=True)
+            print_line(f"[rank {rank}] {signal.Signals(signum).name} {after:.2f}s after the {self.signal}: the same "
+                       "stop (passed on by a launcher); still finishing this step")
             return
         self.signal, self.first_at, self.passed_on = signal.Signals(signum).name, time.monotonic(), False
-        print(f"[rank {rank}] {self.signal}: finishing this step, then {self.then} (send it again to stop at once)",
-              file=sys.stderr, flush=True)
+        print_line(f"[rank {rank}] {self.signal}: finishing this step, then {self.then} (send it again to stop at "
+                   "once)")
 
     def requests(self):
         """This rank's vote per signal, to be summed over the ranks (one all-reduce) and read by agreed_stop."""
@@ -1089,24 +1096,24 @@ def main(argv):
         run(argv)
     except InputError as e:
         if e.every_rank or int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            print_line(f"error: {e}")
         sys.exit(EXIT_BAD_INPUT)
     except EndRun as e:
         shutdown()
         sys.exit(e.status)
     except SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print_line(f"error: {e}")
         os._exit(1)
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
-        print(out_of_memory_line(e, os.environ.get("RANK", "0"), settings_or_none(argv)), file=sys.stderr, flush=True)
+        print_line(out_of_memory_line(e, os.environ.get("RANK", "0"), settings_or_none(argv)))
         os._exit(1)
     except SecondSignal:  # no traceback, no save
-        print(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since the "
-              "last checkpoint", file=sys.stderr, flush=True)
+        print_line(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since "
+                   "the last checkpoint")
         os._exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # Ctrl-C before StopFlag takes the signals over (SIGTERM then ends the process)
-        print(f"[rank {os.environ.get('RANK', '0')}] interrupted during start-up, before the first step; nothing "
-              "saved", file=sys.stderr, flush=True)
+        print_line(f"[rank {os.environ.get('RANK', '0')}] interrupted during start-up, before the first step; "
+                   "nothing saved")
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
