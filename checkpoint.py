@@ -147,6 +147,11 @@ def _held_elsewhere(error):
     return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
+def _holder(fd):
+    """Who holds the lock, as its holder wrote into the file: "pid N on HOST"."""
+    return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+
+
 def out_dir_holder(out_dir):
     """The "pid N on HOST" of another process that holds out_dir's lock, or None; takes nothing (a check before the
     rendezvous, whose port the other run may hold too)."""
@@ -158,7 +163,7 @@ def out_dir_holder(out_dir):
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
-        return (os.read(fd, 200).decode(errors="replace").strip() or "another process") if _held_elsewhere(e) else None
+        return _holder(fd) if _held_elsewhere(e) else None
     finally:
         os.close(fd)  # also drops the probe's own lock
     return None
@@ -183,9 +188,9 @@ def lock_out_dir(out_dir, warn=print):
             warn(f"warning: {out_dir} is on a filesystem without file locks ({e.strerror}): nothing stops a second "
                  "run started into it while this one runs")
             return None
-        holder = os.read(fd, 200).decode(errors="replace").strip()
+        holder = _holder(fd)
         os.close(fd)
-        return holder or "another process"
+        return holder
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
     _locks[key] = fd

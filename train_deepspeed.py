@@ -516,24 +516,23 @@ class Batches:
 _progress_bar = None  # rank 0's tqdm bar while the loop runs on a terminal
 
 
-def print0(*args, **kwargs):
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    if _progress_bar is not None and kwargs.get("file", sys.stdout) is sys.stdout:
-        _progress_bar.write(" ".join(str(a) for a in args), file=_progress_bar.fp)
-    else:
-        # one write per line: every rank (and C++ code in them) writes to the same pipe, and print() would send the
-        # text and its newline separately, letting another process's output land between them
-        out = kwargs.get("file", sys.stdout)
-        out.write(kwargs.get("sep", " ").join(str(a) for a in args) + kwargs.get("end", "\n"))
-        out.flush()
-
-
 def print_line(text, file=None):
-    """A line from any rank in one write (stderr by default), for the reason print0 gives."""
+    """A line from any rank (stderr by default) in one write: every rank (and C++ code in them) writes to the same
+    pipe, and print() would send the text and its newline separately, letting another process's output land between
+    them."""
     out = file or sys.stderr
     out.write(text + "\n")
     out.flush()
+
+
+def print0(*args, **kwargs):
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    text = " ".join(str(a) for a in args)
+    if _progress_bar is not None and kwargs.get("file", sys.stdout) is sys.stdout:
+        _progress_bar.write(text, file=_progress_bar.fp)
+    else:
+        print_line(text, file=kwargs.get("file", sys.stdout))
 
 
 class Progress:
@@ -1092,10 +1091,11 @@ def shutdown():
 
 
 def main(argv):
+    rank = os.environ.get("RANK", "0")
     try:
         run(argv)
     except InputError as e:
-        if e.every_rank or int(os.environ.get("RANK", "0")) == 0:
+        if e.every_rank or rank == "0":
             print_line(f"error: {e}")
         sys.exit(EXIT_BAD_INPUT)
     except EndRun as e:
@@ -1105,15 +1105,13 @@ def main(argv):
         print_line(f"error: {e}")
         os._exit(1)
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
-        print_line(out_of_memory_line(e, os.environ.get("RANK", "0"), settings_or_none(argv)))
+        print_line(out_of_memory_line(e, rank, settings_or_none(argv)))
         os._exit(1)
     except SecondSignal:  # no traceback, no save
-        print_line(f"[rank {os.environ.get('RANK', '0')}] stopped at once on a second signal; nothing saved since "
-                   "the last checkpoint")
+        print_line(f"[rank {rank}] stopped at once on a second signal; nothing saved since the last checkpoint")
         os._exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # Ctrl-C before StopFlag takes the signals over (SIGTERM then ends the process)
-        print_line(f"[rank {os.environ.get('RANK', '0')}] interrupted during start-up, before the first step; "
-                   "nothing saved")
+        print_line(f"[rank {rank}] interrupted during start-up, before the first step; nothing saved")
         os._exit(EXIT_INTERRUPTED)
     except Exception:
         # A failed collective (a peer died or timed out) can leave work that blocks the interpreter's exit in the
