@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from fused_dense import FusedMLP
-from fused_loss import softmax_xent
-from fused_norm import add_layer_norm, residual_sum, uses_kernels
+from kernels.fused_dense import FusedMLP
+from kernels.fused_loss import softmax_xent
+from kernels.fused_norm import add_layer_norm, residual_sum, uses_kernels
 
 # -----------------------------------------------------------------------------
 # blocks

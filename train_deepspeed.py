@@ -861,42 +861,6 @@ def build_model(cfg, device, ptdtype, vocab_size, resume_marker=None):
     return model, f"pretrained {init_from}"
 
 
-def setup_fused_kernels(model, with_norm=True, strict=False):
-    """Build and check each fused kernel on this GPU and turn on those that pass; the others stay on the plain
-    ops, which compute the same thing, only slower (with strict, a failure raises instead: the benchmarks).
-    Returns the start-up summary's words for them."""
-    import fused_dense
-    import fused_loss
-    import fused_norm
-    notes = []
-
-    def attempt(setup, name, fallback):
-        start = time.time()
-        try:
-            setup()
-        except Exception as e:
-            if strict:
-                raise
-            why = f"{fallback}: {str(e).splitlines()[0][:200]}"
-            notes.append(why)
-            print0(f"warning: {why}")
-            return False
-        notes.append(f"{name} (ready in {time.time() - start:.1f}s)")
-        return True
-
-    mlp = attempt(fused_dense.load_extension, "cuBLASLt epilogues",
-                  "plain MLP, the cuBLASLt extension did not build or load")
-    loss = attempt(lambda: fused_loss.enable(model.config.vocab_size, model.config.padded_vocab_size),
-                   "Triton cross-entropy", "plain cross-entropy, the Triton kernel failed")
-    if with_norm:
-        norm = attempt(fused_norm.enable, "Triton add + LayerNorm", "plain add + LayerNorm, the Triton kernels failed")
-    else:
-        norm = False
-        notes.append("plain add + LayerNorm (fused_norm=False)")
-    model.set_fused_kernels(mlp, loss=loss, norm=norm)
-    return "; ".join(notes)
-
-
 def choose_with(message, how):
     """A checkpoint error's generic "choose another tag: a, b" made concrete: "choose another <how>: a, b"."""
     return message.replace("choose another tag: ", f"choose another {how}: ")
@@ -1301,7 +1265,8 @@ def run(argv):
         os.kill(os.getpid(), signal.SIGINT)
     fused_note = "off"
     if C.fused_kernels and on_gpu and ptdtype != torch.float32 and zero_stage < 3:
-        fused_note = setup_fused_kernels(model, C.fused_norm)
+        import kernels
+        fused_note = kernels.enable(model, C.fused_norm, warn=print0)
     if C.compile:
         for block in model.transformer.h:
             block.compile()

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
 from trace_summary import kind_of  # noqa: E402
-from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
+from distributed import use_deterministic_kernels  # noqa: E402
+from kernels import enable as enable_fused_kernels  # noqa: E402
 
 
 def digest(tensors):
@@ -43,7 +44,7 @@ def main():
     with torch.device("cuda"):
         model = GPT(config).to(dtype)
     if args.fused:
-        setup_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
+        enable_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # AdamW on fp16 weights without a master copy overflows
     gen = torch.Generator(device="cuda").manual_seed(1)
     line = []
@@ -65,7 +66,7 @@ def main():
     print(f"  attention kernels: {attention}")
 
     if args.fused:
-        import fused_dense as fd
+        from kernels import fused_dense as fd
         mlp = model.transformer.h[0].mlp
         xs = torch.randn(4096, config.n_embd, device="cuda", generator=gen).to(dtype)
         gs = (torch.randn(4096, config.n_embd, device="cuda", generator=gen) * 1e-2).to(dtype)

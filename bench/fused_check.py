@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fused_dense as fd  # noqa: E402
-import fused_loss as fl  # noqa: E402
-import fused_norm as fn  # noqa: E402
+from kernels import fused_dense as fd  # noqa: E402
+from kernels import fused_loss as fl  # noqa: E402
+from kernels import fused_norm as fn  # noqa: E402
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fused_norm as fn  # noqa: E402
+from kernels import fused_norm as fn  # noqa: E402
 
 SMS, ROWS = 132, 16 * 1024  # H100 SXM / H200; one XL micro-batch
 SM90 = types.SimpleNamespace(regs_per_multiprocessor=65536, max_threads_per_multi_processor=2048)

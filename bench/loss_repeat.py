@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as model_module  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from determinism import digest  # noqa: E402
-from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
+from distributed import use_deterministic_kernels  # noqa: E402
+from kernels import enable as enable_fused_kernels  # noqa: E402
 
 
 def main():
@@ -35,7 +36,7 @@ def main():
     config = GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024)
     with torch.device("cuda"):
         model = GPT(config).to(dtype)
-    setup_fused_kernels(model, strict=True)
+    enable_fused_kernels(model, strict=True)
     gen = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randint(0, config.vocab_size, (args.batch_size, 1024), device="cuda", generator=gen)
     y = torch.roll(x, -1, dims=1)

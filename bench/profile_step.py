@@ -14,7 +14,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
-from train_deepspeed import setup_fused_kernels, use_deterministic_kernels  # noqa: E402
+from distributed import use_deterministic_kernels  # noqa: E402
+from kernels import enable as enable_fused_kernels  # noqa: E402
 from trace_summary import kind_of, print_idle_gaps  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def main():
     with torch.device("cuda"):
         model = GPT(config).to(torch.bfloat16)
     if args.fused:
-        setup_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
+        enable_fused_kernels(model, strict=True)  # all three, as the trainer's fused_kernels
     if args.compile:
         for block in model.transformer.h:
             block.compile()

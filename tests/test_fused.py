@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-import fused_dense
-import fused_loss
-import fused_norm
+from kernels import fused_dense
+from kernels import fused_loss
+from kernels import fused_norm
 from conftest import REPO
 from model import GPT, GPT2_SIZES, GPTConfig, chunked_cross_entropy
 
@@ -200,7 +200,7 @@ def run_interpreted(script, *args):
 
 INTERPRETED_CROSS_ENTROPY = """
 import torch
-import fused_loss as fl
+from kernels import fused_loss as fl
 fl.self_test(device="cpu")  # bf16 and fp16, ignored rows, several blocks per row and a ragged last one
 g = torch.Generator().manual_seed(1)
 for dtype in (torch.bfloat16, torch.float16):
@@ -247,7 +247,7 @@ def test_fused_loss_off_the_gpu_is_the_plain_loss():
 
 INTERPRETED_ADD_LAYER_NORM = """
 import torch
-import fused_norm as fn
+from kernels import fused_norm as fn
 fn.self_test(device="cpu", n=100, rows=70)  # 3 backward programs, the last ragged; a width that is no power of 2
 gen = torch.Generator().manual_seed(2)
 err = lambda got, want: ((got.double() - want).norm() / want.norm()).item()
@@ -329,7 +329,7 @@ def test_backward_grid_fits_the_programs_a_gpu_holds():
 
 INTERPRETED_MODEL_WITH_FUSED_NORM = """
 import copy, sys, torch
-import fused_norm as fn
+from kernels import fused_norm as fn
 from model import GPT, GPTConfig
 fn._ready = True
 fn._can_fuse = lambda x: x.dtype == torch.float16  # the interpreter runs the kernels on CPU tensors
@@ -370,25 +370,25 @@ def test_model_with_fused_add_layer_norm_in_the_triton_interpreter(mlp, checkpoi
 
 
 def test_trainer_turns_on_the_fused_kernels_that_pass_their_checks(monkeypatch, capsys):
-    """train_deepspeed.setup_fused_kernels: on this CPU every kernel's set-up fails (no GPU), so all three stay on
+    """kernels.enable: on this CPU every kernel's set-up fails (no GPU), so all three stay on
     the plain path and the summary says why; with set-ups that succeed (stand-ins) all three are on; one failure
     turns off only its own kernel; fused_norm=False leaves the norm plain without a warning."""
-    import fused_norm
-    import train_deepspeed as T
+    import kernels
+    from kernels import fused_norm
     model = tiny()
-    note = T.setup_fused_kernels(model)
+    note = kernels.enable(model)
     reasons = ["plain MLP, the cuBLASLt extension did not build or load: fused kernels need a CUDA GPU; ",
                "plain cross-entropy, the Triton kernel failed: ", "plain add + LayerNorm, the Triton kernels failed: "]
     assert note.startswith(reasons[0]) and 0 < note.index(reasons[1]) < note.index(reasons[2]), note
     assert capsys.readouterr().out.count("warning: plain ") == 3
     assert not (model.fused_loss or model.fused_norm or any(b.mlp.fused or b.fused_norm for b in model.transformer.h))
     with pytest.raises(RuntimeError, match="fused kernels need a CUDA GPU"):  # the benchmarks' set-up
-        T.setup_fused_kernels(model, strict=True)
+        kernels.enable(model, strict=True)
 
     monkeypatch.setattr(fused_dense, "load_extension", lambda: 0.0)
     monkeypatch.setattr(fused_loss, "enable", lambda vocab, padded: None)
     monkeypatch.setattr(fused_norm, "enable", lambda: None)
-    note = T.setup_fused_kernels(model)
+    note = kernels.enable(model)
     assert [p.split(" (ready in")[0] for p in note.split("; ")] == ["cuBLASLt epilogues", "Triton cross-entropy",
                                                                      "Triton add + LayerNorm"], note
     assert model.fused_loss and model.fused_norm
@@ -398,7 +398,7 @@ def test_trainer_turns_on_the_fused_kernels_that_pass_their_checks(monkeypatch, 
         raise RuntimeError("Triton is not installed")
 
     monkeypatch.setattr(fused_loss, "enable", no_triton)
-    note = T.setup_fused_kernels(model, with_norm=False)
+    note = kernels.enable(model, with_norm=False)
     assert note.split("; ")[1:] == ["plain cross-entropy, the Triton kernel failed: Triton is not installed",
                                     "plain add + LayerNorm (fused_norm=False)"], note
     assert capsys.readouterr().out.count("warning: ") == 1

@@ -13,7 +13,7 @@ is missing. The CPU tests run the kernel through Triton's interpreter against it
 """
 import torch
 
-from fused_dense import relative_error
+from kernels.fused_dense import relative_error
 
 try:
     import triton

@@ -28,7 +28,7 @@ tests run the kernels in Triton's interpreter against it.
 import torch
 import torch.nn.functional as F
 
-from fused_dense import relative_error
+from kernels.fused_dense import relative_error
 
 try:
     import triton
