@@ -42,6 +42,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which file and what to do."""
 
 
+class SaveFailed(Exception):
+    """A checkpoint could not be written (a full disk, most often): one line, exit 1; `latest` is untouched."""
+
+
 def rank_state_name(rank):
     return f"rank_{rank:05d}_state.pt"
 
@@ -342,7 +346,7 @@ def missing_files(present, world_size, zero_stage):
 
 
 def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update_latest=True, keep_last_n=0,
-         fault=None, pinned=False):
+         pinned=False):
     """Save on every rank (DeepSpeed hangs otherwise). Returns (seconds, bytes of this tag, bytes of out_dir,
     removed tags) on rank 0 and None elsewhere."""
     import deepspeed.comm as dist
@@ -357,8 +361,6 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
         engine.save_checkpoint(out_dir, tag=tmp_tag, client_state=client_state, save_latest=False)
         if marker["zero_stage"] == 3 and tag == "final":  # ZeRO-3 also leaves a consolidated 16-bit model
             engine.save_16bit_model(tmp_dir, ZERO3_16BIT_MODEL)
-    if fault is not None:
-        fault("save", rank)  # tests kill a rank here, between DeepSpeed's files and the per-rank state
     atomic_torch_save(rank_state, os.path.join(tmp_dir, rank_state_name(rank)))
     dist.barrier()
     result = None
@@ -495,3 +497,83 @@ def convert_to_universal(out_dir, tag, log=print):
     log(f"converted {src} ({marker['world_size']} ranks) to a universal checkpoint in {dst} "
         f"in {time.time() - t0:.1f}s")
     return dst
+
+
+# -----------------------------------------------------------------------------
+# the run's state: what a training run saves beside DeepSpeed's engine state, and takes back on resume
+#   client_state["loop"]    the loop's plain dict (iteration, LR step, best val loss, tokens seen, ...)
+#   rank_<r>_state.pt       each rank's RNG states and sampler position
+#   complete.json           iteration, world size, ZeRO stage, dtype, model shape and settings (the marker)
+
+
+def is_write_error(e):
+    """A file could not be written: OSError (ENOSPC, EDQUOT, EIO, ...), or torch.save's RuntimeError for a write cut
+    short by a full disk ("unexpected pos ...", "basic_ios::clear: iostream error", "PytorchStreamWriter failed")."""
+    text = str(e)
+    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and any(
+        key in text for key in ("unexpected pos", "iostream error", "PytorchStreamWriter failed", "file write failed")))
+
+
+def save_run(engine, cfg, loop, tag, also, zero_stage, model_config):
+    """Save the run at loop["iter"] as `tag` (and the tags in `also`, hard links of it) on every rank. Returns
+    save()'s (seconds, bytes of the tag, bytes of out_dir, removed tags) on rank 0, None elsewhere; a failed write
+    raises SaveFailed with the line to print."""
+    import deepspeed.comm as dist
+    from distributed import rng_state
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    client_state = {"loop": dict(loop), "config": dict(cfg), "model_config": dict(model_config)}
+    marker = {"iteration": loop["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": cfg.dtype,
+              "model_config": dict(model_config), "config": dict(cfg)}
+    rank_state = {"rng": rng_state(), "sampler": {"seed": loop["data_seed"], "rank": rank,
+                                                  "iteration": loop["iter"], "world_size": world_size}}
+    try:
+        return save(engine, cfg.out_dir, tag, client_state, rank_state, marker, also=also,
+                    keep_last_n=cfg.keep_last_n, pinned=cfg.pinned_checkpoint_copies)
+    except Exception as e:
+        if not is_write_error(e):  # e.g. a collective broken by another rank's failure: that rank says why
+            raise
+        from settings import one_line
+        free = shutil.disk_usage(cfg.out_dir).free
+        latest = read_latest(cfg.out_dir)  # a save updates it last, once the new tag is complete
+        size = dir_bytes(os.path.join(cfg.out_dir, latest)) if latest else 0
+        room = (f"; a save needs room for one more checkpoint ({size / 2 ** 30:.2f} GiB) beside those kept, "
+                "which go only once the new one is complete" if size else "")
+        kept = f"latest still names {latest}" if latest else "nothing was saved before"
+        raise SaveFailed(f"[rank {rank}] saving {tag} failed ({type(e).__name__}: {one_line(e)}); {cfg.out_dir} "
+                         f"has {free / 2 ** 30:.2f} GiB free{room}. {kept}: free space (or lower --keep_last_n) "
+                         "and resume with --init_from=resume") from e
+
+
+def load_run(engine, optimizer, load_dir, tag, loop, marker, device, seed, warn=print):
+    """Resume: the engine's state from load_dir/tag, the loop's dict updated from it, and this rank's RNG state
+    (on as many ranks as saved it; on another number they are re-derived from the seed). Raises CheckpointError."""
+    import deepspeed.comm as dist
+    from distributed import seed_everything, set_rng_state
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    try:
+        _, client_state = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
+                                                 load_lr_scheduler_states=False)
+    except Exception as e:
+        from settings import one_line
+        raise CheckpointError(f"checkpoint {os.path.join(load_dir, tag)} could not be loaded "
+                              f"({type(e).__name__}: {one_line(e)})") from None
+    # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
+    data_tokens = loop["data_tokens"]
+    loop.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"], "data_tokens": data_tokens})
+    for name, (train_was, val_was) in client_state["loop"].get("data_tokens", {}).items():
+        if name in data_tokens and data_tokens[name] != [train_was, val_was]:
+            warn(f"warning: dataset {name} changed since {tag} was saved (train {train_was:,} -> "
+                 f"{data_tokens[name][0]:,} tokens, val {val_was:,} -> {data_tokens[name][1]:,}): the run goes on "
+                 "with other text, and its val loss is not comparable with the earlier one")
+    # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside the
+    # parameters
+    for param_state in getattr(optimizer, "optimizer", optimizer).state.values():
+        if torch.is_tensor(param_state.get("step")) and param_state["step"].device != device:
+            param_state["step"] = param_state["step"].to(device)
+    if marker["world_size"] == world_size:
+        set_rng_state(load_rank_state(os.path.join(load_dir, tag), rank)["rng"])
+    else:
+        seed_everything(seed, rank, loop["iter"])
+        warn(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {marker['world_size']}: iteration, best "
+             "val loss, LR position, loss scale and optimizer moments carried over; per-rank RNG and batches "
+             "re-derived")

@@ -35,14 +35,14 @@ CONFIG=config/finetune_shakespeare_xl.py
 if [[ $# -gt 0 && $1 != --* ]]; then CONFIG=$1; shift; fi
 [[ -f $CONFIG ]] || die "config file $CONFIG not found"
 
-# The trainer resolves its own settings, so this script and the run can never disagree.
+# The trainer's own parser (settings.py) reads the settings, so this script and the run can never disagree.
 settings=$("$PYTHON" - "$CONFIG" "$@" <<'EOF'
-import sys, train_deepspeed as t
+import sys, settings
 try:
-    c = t.parse_config(sys.argv[1:])
-except t.InputError as e:
+    c = settings.parse_config(sys.argv[1:])
+except settings.InputError as e:
     sys.exit(f"error: {e}")
-print(c["dataset"], c["init_from"], c["dtype"], c["deepspeed_config"])
+print(c.dataset, c.init_from, c.dtype, c.deepspeed_config)
 EOF
 ) || exit 2
 read -r DATASET INIT_FROM DTYPE DSCONFIG <<<"$settings"

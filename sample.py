@@ -31,7 +31,7 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 
 def check_settings(C):
     """Settings outside what they can mean, and a device this machine lacks: one-line errors."""
-    from train_deepspeed import DTYPES, InputError, check_ranges
+    from settings import DTYPES, InputError, check_ranges
     if C["dtype"] not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {C['dtype']!r}")
     check_ranges(C, [("temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
@@ -54,7 +54,7 @@ def load(init_from):
     import checkpoint as ckpt
     from export import read_pt_export
     from model import GPT, GPT2_SIZES, gpt2_name
-    from train_deepspeed import InputError
+    from settings import InputError
     out_dir, tag = ckpt.split_checkpoint_path(init_from)
     if out_dir is not None:
         return ckpt.load_model(out_dir, tag)[0]
@@ -69,7 +69,7 @@ def load(init_from):
 
 def prompt_text(start):
     """--start itself, or the text of the file FILE:path names; a file that cannot be read is an InputError."""
-    from train_deepspeed import InputError
+    from settings import InputError
     if not start.startswith("FILE:"):
         return start
     path = start[5:]
@@ -87,7 +87,7 @@ def prompt_text(start):
 
 
 def main(argv):
-    from train_deepspeed import DTYPES, EXIT_BAD_INPUT, InputError, parse_config
+    from settings import DTYPES, EXIT_BAD_INPUT, InputError, parse_config
     from model import PretrainedNotFound
     from checkpoint import CheckpointError
     from tokenizer import gpt2_encoding

@@ -39,15 +39,16 @@ def train_env(extra=None):
     return env
 
 
-def launch_cmd(args, nproc=2):
+def launch_cmd(args, nproc=2, script="train_deepspeed.py"):
     return [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={nproc}", f"--master_port={free_port()}",
-            "train_deepspeed.py", *args]
+            script, *args]
 
 
-def launch(args, nproc=2, env=None, timeout=600):
-    """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged). On
+def launch(args, nproc=2, env=None, timeout=600, faults=None):
+    """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged). With
+    `faults` (tests/faulty_train.py's spec, e.g. "nan@3:1") the trainer runs with those faults patched in. On
     timeout the whole process group goes, trainers included, before the test fails."""
-    proc = start(args, nproc, env)
+    proc = start(args, nproc, env, faults)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -57,9 +58,11 @@ def launch(args, nproc=2, env=None, timeout=600):
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 
-def start(args, nproc=2, env=None):
+def start(args, nproc=2, env=None, faults=None):
     """Like launch, in the background; the caller reads proc.stdout line by line."""
-    return subprocess.Popen(launch_cmd(args, nproc), cwd=REPO, env=train_env(env), stdout=subprocess.PIPE,
+    script = "train_deepspeed.py" if faults is None else "tests/faulty_train.py"
+    env = dict(env or {}, **({"TRAIN_FAULT": faults} if faults else {}))
+    return subprocess.Popen(launch_cmd(args, nproc, script), cwd=REPO, env=train_env(env), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -10,7 +10,8 @@ import deepspeed
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_deepspeed as T
+import distributed
+import ds_patches
 from model import GPT, GPTConfig
 
 
@@ -33,7 +34,7 @@ def check(dtype, rank):
         return [optimizer.get_grad_norm_direct(optimizer.averaged_gradients[i], optimizer.params_in_partition[i])
                 .item() for i in groups]
 
-    result = {"rank": rank, "dtype": str(dtype), "deepspeed": norms(), "installed": T.use_foreach_grad_norm(optimizer),
+    result = {"rank": rank, "dtype": str(dtype), "deepspeed": norms(), "installed": ds_patches.use_foreach_grad_norm(optimizer),
               "foreach": norms(), "method": optimizer.get_grad_norm_direct.__qualname__,
               "tensors": [len(optimizer.averaged_gradients[i]) for i in groups]}
     if rank == 1:
@@ -46,8 +47,8 @@ if __name__ == "__main__":
     deepspeed.init_distributed(dist_backend="gloo")
     for name in (a for a in sys.argv[1:] if not a.startswith("--")):  # the launcher adds --local_rank
         check(getattr(torch, name), int(os.environ["RANK"]))
-    T.release_cpu_allreduce_buffer(int(os.environ["RANK"]))  # DeepSpeed's 66 MB /dev/shm buffer, as the trainer does
-    T.shutdown()
+    ds_patches.release_cpu_allreduce_buffer(int(os.environ["RANK"]))  # DeepSpeed's 66 MB /dev/shm buffer, as the trainer does
+    distributed.compute_cleanup()
     # Twice in CI (never in 60 local runs) a rank aborted after printing right results and tearing the group down:
     # "terminate called without an active exception", a C++ thread still joinable when the interpreter's teardown
     # destroyed it. The results are out; leave without that teardown.

@@ -10,6 +10,7 @@ import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import checkpoint as ckpt
+import settings
 import train_deepspeed as T
 from conftest import REPO, TINY, launch, shm_buffers, train_env
 
@@ -32,8 +33,8 @@ def make_dataset(root, train, val):
 
 
 def error_of(argv):
-    with pytest.raises(T.InputError) as e:
-        T.run(argv)
+    with pytest.raises(settings.InputError) as e:
+        T.run(settings.parse_config(argv))
     return str(e.value)
 
 
@@ -261,7 +262,7 @@ def test_exit_code_and_one_line(tmp_path):
     """Through the real entry point: exit status 2 and a single 'error:' line on stderr."""
     proc = subprocess.run([sys.executable, "train_deepspeed.py", *TINY, "--batch_size=0"], cwd=REPO,
                           env=train_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [
         "error: batch_size (0) and gradient_accumulation_steps (2) must be at least 1"]
 
@@ -308,9 +309,7 @@ def test_resuming_a_finished_run_does_nothing(tmp_path, shakespeare, capsys):
     out = tmp_path / "out"
     tag_at_30(out, "final", world_size=1, dtype="float32")
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    with pytest.raises(T.EndRun) as e:
-        T.run([*base(tmp_path, shakespeare), "--init_from=resume", "--max_iters=30"])
-    assert e.value.status == 0
+    assert T.run(settings.parse_config([*base(tmp_path, shakespeare), "--init_from=resume", "--max_iters=30"])) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "final is at iteration 30 = max_iters: the run is done, nothing to train or save; raise --max_iters to go on")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
@@ -337,7 +336,7 @@ def test_truncated_and_corrupted_checkpoints(reference_run, shakespeare, tmp_pat
     states.write_bytes(b"\0" * size)  # same size, garbage content
     before = {p: p.stat().st_mtime_ns for p in out2.rglob("*")}
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out2}", "--init_from=resume", "--max_iters=20"])
-    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:]
     assert f"error: checkpoint {out2}/final could not be loaded" in proc.stdout
     assert "; choose another tag with --resume_tag=TAG: best, " in proc.stdout
     assert ckpt.read_latest(str(out2)) == "final"
@@ -361,7 +360,7 @@ def test_wandb_without_credentials_is_one_line_on_every_rank(tmp_path, shakespea
     buffers = shm_buffers()
     proc = launch([*base(tmp_path, shakespeare), "--wandb_log=True", "--max_iters=2"], env=env, timeout=300)
     assert shm_buffers() == buffers  # DeepSpeed's /dev/shm buffers go even when the run ends here
-    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if "error" in line.lower()]
     assert errors[0] == ("error: the monitors could not start (UsageError: No API key configured. Use `wandb login` to "
                          "log in.); for wandb: `wandb login` or WANDB_API_KEY, or WANDB_MODE=offline to log without "
@@ -380,7 +379,7 @@ def test_rendezvous_port_in_use(tmp_path, shakespeare):
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus=2", f"--master_port={port}",
                "train_deepspeed.py", *base(tmp_path, shakespeare), "--max_iters=2"]
         proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == [
         f"error: port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> to "
         "deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one"]
@@ -407,7 +406,7 @@ def test_sample_settings(argv, message, monkeypatch, capsys):
     monkeypatch.setattr(sample.torch.cuda, "is_available", lambda: False)  # as on this CPU machine, also on a GPU one
     with pytest.raises(SystemExit) as e:
         sample.main(["--device=cpu", "--dtype=float32", *argv])
-    assert e.value.code == T.EXIT_BAD_INPUT
+    assert e.value.code == settings.EXIT_BAD_INPUT
     assert capsys.readouterr().err.splitlines() == [message]
 
 
@@ -417,5 +416,5 @@ def test_launcher_script_rejects_a_bad_num_gpus(value):
                      "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
     proc = subprocess.run(["./run_deepspeed_xl.sh", "config/cpu_tiny.py"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [f"error: NUM_GPUS must be a whole number >= 1, got '{value}'"]

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 import checkpoint as ckpt
-import train_deepspeed as T
+import dataloader
 from conftest import REPO, TINY, assert_ok, eval_losses, launch, train_env
 from model import GPT, GPTConfig
 
@@ -124,7 +124,7 @@ def test_continual_training_from_another_runs_checkpoint(reference_run, shakespe
     assert (f"warning: ignored: n_layer=3 (the model has 2); the model shape comes from {ref_out}/final") in proc.stdout
     with open(tmp_path / "stage2" / "config.json") as f:
         assert json.load(f)["model"]["n_layer"] == 2  # the shape trained, whatever the settings said
-    seed = T.continual_data_seed(1337, ckpt.read_marker(os.path.join(ref_out, "final")))
+    seed = dataloader.continual_data_seed(1337, ckpt.read_marker(os.path.join(ref_out, "final")))
     assert (f"data: a sample stream of its own (seed {seed}, from seed 1337 and {ref_out}/final), not the batches "
             "that run trained on") in proc.stdout
     evals = eval_losses(proc.stdout)

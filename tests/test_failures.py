@@ -10,9 +10,11 @@ import time
 
 import psutil
 import pytest
+import torch
 
 import checkpoint as ckpt
-import train_deepspeed as T
+import monitoring
+import settings
 from conftest import (REPO, TINY, assert_ok, eval_losses, iter_losses, launch, launch_cmd, reference_args,
                       shm_buffers, start, train_env)
 
@@ -31,14 +33,14 @@ def read_until(proc, pattern, lines):
 def trainer_pids(root_pid):
     return {int(re.search(r"--local_rank=(\d+)", " ".join(p.cmdline())).group(1)): p.pid
             for p in psutil.Process(root_pid).children(recursive=True)
-            if "train_deepspeed.py" in " ".join(p.cmdline()) and "--local_rank" in " ".join(p.cmdline())}
+            if re.search(r"(train_deepspeed|faulty_train)\.py", " ".join(p.cmdline())) and "--local_rank" in " ".join(p.cmdline())}
 
 
 def test_kill_during_save_keeps_latest_and_resume_recovers(reference_run, shakespeare, tmp_path):
     out = tmp_path / "out"
     common = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--dropout=0.1", "--eval_interval=6",
               "--lr_decay_iters=12", "--max_iters=18"]
-    killed = launch(common, env={"TRAIN_FAULT": "kill_in_save@12:1"})  # rank 1 dies inside the iter_12 save
+    killed = launch(common, faults="kill_in_save@12:1")  # rank 1 dies inside the iter_12 save
     assert killed.returncode != 0
     assert "saved iter_6" in killed.stdout and "saved iter_12" not in killed.stdout
     assert ckpt.read_latest(str(out)) == "iter_6"
@@ -67,7 +69,7 @@ def test_sigterm_on_one_rank_saves_and_exits_75(shakespeare, tmp_path):
     read_until(proc, r"^iter 3/", lines)
     os.kill(trainer_pids(proc.pid)[1], signal.SIGTERM)  # only rank 1 is told
     lines += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    assert proc.wait(timeout=120) == settings.EXIT_PREEMPTED, "".join(lines[-30:])
     log = "".join(lines)
     stopped = re.search(r"stopped on SIGTERM after iteration (\d+); continue with --init_from=resume", log)
     assert stopped, log[-3000:]
@@ -83,8 +85,8 @@ def test_stop_at_an_eval_iteration_evaluates_it_on_resume(reference_run, shakesp
     _, ref_log = reference_run
     out = tmp_path / "out"
     args = reference_args(shakespeare, out)
-    first = launch(args, env={"TRAIN_FAULT": "sigterm@5:1"})
-    assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
+    first = launch(args, faults="sigterm@5:1")
+    assert first.returncode == settings.EXIT_PREEMPTED, first.stdout[-3000:]
     assert "stopped on SIGTERM after iteration 6" in first.stdout and "eval 6:" not in first.stdout
     assert ckpt.read_latest(str(out)) == "iter_6"
     resumed = launch([*args, "--init_from=resume"])
@@ -107,8 +109,8 @@ def test_sigterm_during_an_eval_stops_at_that_eval(reference_run, shakespeare, t
     _, ref_log = reference_run
     out = tmp_path / "out"
     args = reference_args(shakespeare, out)
-    first = launch(args, env={"TRAIN_FAULT": "sigterm_in_eval@6:1"})
-    assert first.returncode == T.EXIT_PREEMPTED, first.stdout[-3000:]
+    first = launch(args, faults="sigterm_in_eval@6:1")
+    assert first.returncode == settings.EXIT_PREEMPTED, first.stdout[-3000:]
     assert "stopped on SIGTERM at iteration 6, after its eval; continue with --init_from=resume" in first.stdout
     assert first.stdout.count("saved iter_") == 1 and "saved iter_6 + best" in first.stdout
     assert sorted(iter_losses(first.stdout)) == list(range(1, 7))
@@ -123,7 +125,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_latest_stays(shakespeare, tmp
     out = tmp_path / "out"
     args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=2",
             "--always_save_checkpoint=True"]
-    full = launch(args, env={"TRAIN_FAULT": "disk_full_in_save@4:1"})
+    full = launch(args, faults="disk_full_in_save@4:1")
     assert full.returncode == 1, full.stdout[-3000:]
     # rank 0 then loses its peer in the save's collective (a gloo error of its own, or killed by the launcher first)
     errors = [line for line in full.stdout.splitlines() if line.startswith("error: [rank 1]")]
@@ -145,7 +147,7 @@ def test_out_of_gpu_memory_is_one_line_naming_the_settings(shakespeare, tmp_path
     last eval still named by latest."""
     out = tmp_path / "out"
     run = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=2",
-                  "--always_save_checkpoint=True"], env={"TRAIN_FAULT": "oom@3:1"})
+                  "--always_save_checkpoint=True"], faults="oom@3:1")
     assert run.returncode == 1, run.stdout[-3000:]
     errors = [line for line in run.stdout.splitlines() if line.startswith("error: [rank 1]")]
     assert errors == ["error: [rank 1] out of GPU memory at micro-batch 4: asked for 394.00 MiB more with 78.75 GiB in use "
@@ -157,30 +159,29 @@ def test_out_of_gpu_memory_is_one_line_naming_the_settings(shakespeare, tmp_path
 
 
 def test_out_of_memory_line_without_a_cap_or_torchs_usual_words():
-    e = T.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+    e = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
                                  "79.19 GiB of which 1.05 GiB is free. Including non-PyTorch memory, this process has "
                                  "78.10 GiB memory in use. Of the allocated memory 75.1 GiB is allocated by PyTorch")
-    assert T.out_of_memory_line(e, "0").startswith(
+    assert monitoring.out_of_memory_line(e, "0").startswith(
         "error: [rank 0] out of GPU memory: asked for 2.00 GiB more with 78.10 GiB in use (79.19 GiB on the GPU); "
         "lower --batch_size")
-    assert T.out_of_memory_line(T.torch.OutOfMemoryError("CUDA error: out of memory\nmore"), "3").startswith(
+    assert monitoring.out_of_memory_line(torch.OutOfMemoryError("CUDA error: out of memory\nmore"), "3").startswith(
         "error: [rank 3] out of GPU memory: CUDA error: out of memory; lower --batch_size")
 
 
 def test_out_of_memory_line_offers_only_what_is_not_already_on():
-    e = T.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB. GPU 0 has a total capacity of "
+    e = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB. GPU 0 has a total capacity of "
                                  "139.80 GiB. Including non-PyTorch memory, this process has 78.29 GiB memory in use. "
                                  "77.00 GiB allowed; Of the allocated memory")
-    cfg = T.parse_config(["config/xl_80gb_mb32.py"])
-    assert T.out_of_memory_line(e, "0", cfg) == (
+    cfg = settings.parse_config(["config/xl_80gb_mb32.py"])
+    assert monitoring.out_of_memory_line(e, "0", cfg) == (
         "error: [rank 0] out of GPU memory at micro-batch 32: asked for 400.00 MiB more with 78.29 GiB in use "
         "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration), or "
         "recompute activations in backward with --gradient_checkpointing=N (README: GPU memory guidance)")
     cfg.update(gradient_checkpointing=-1)
-    assert T.out_of_memory_line(e, "0", cfg).endswith(
+    assert monitoring.out_of_memory_line(e, "0", cfg).endswith(
         "(77.00 GiB allowed); lower --batch_size (--target_batch_size keeps the sequences per iteration) "
         "(README: GPU memory guidance)")
-    assert T.settings_or_none(["--no_such_setting=1"]) is None
 
 
 def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
@@ -196,7 +197,7 @@ def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
     read_until(proc, r"^iter 2/", lines)
     proc.send_signal(signal.SIGTERM)
     lines += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    assert proc.wait(timeout=120) == settings.EXIT_PREEMPTED, "".join(lines[-30:])
     log = "".join(lines)
     assert "forwarding SIGTERM to the training processes" in log
     n = int(re.search(r"stopped on SIGTERM after iteration (\d+)", log).group(1))
@@ -222,14 +223,14 @@ def test_a_second_run_into_a_busy_out_dir_is_refused(shakespeare, tmp_path):
                             timeout=600)
     assert shm_buffers() == buffers  # the refused run leaves no 66 MB buffers in /dev/shm
     holder = f"pid {trainer_pids(first.pid)[0]} on {socket.gethostname()}"
-    assert second.returncode == T.EXIT_BAD_INPUT, second.stdout[-3000:]
+    assert second.returncode == settings.EXIT_BAD_INPUT, second.stdout[-3000:]
     errors = [line for line in second.stdout.splitlines() if line.startswith("error:")]
     assert errors == [f"error: out_dir {out} is in use by another run ({holder}); wait for it to end, or give "
                       "another --out_dir"], second.stdout[-3000:]
     assert sorted(os.listdir(out / "logs")) == ["csv"] and (out / "logs" / "csv" / "Train_loss.csv").exists()
     os.kill(trainer_pids(first.pid)[0], signal.SIGTERM)
     lines += first.stdout.readlines()
-    assert first.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    assert first.wait(timeout=120) == settings.EXIT_PREEMPTED, "".join(lines[-30:])
     n = int(re.search(r"stopped on SIGTERM (?:after|at) iteration (\d+)", "".join(lines)).group(1))
     assert ckpt.read_latest(str(out)) == f"iter_{n}"
 
@@ -242,7 +243,7 @@ def test_sigterm_without_checkpoints_says_nothing_is_saved(shakespeare, tmp_path
     read_until(proc, r"^iter 2/", lines)
     os.kill(trainer_pids(proc.pid)[0], signal.SIGTERM)
     lines += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == T.EXIT_PREEMPTED, "".join(lines[-30:])
+    assert proc.wait(timeout=120) == settings.EXIT_PREEMPTED, "".join(lines[-30:])
     log = "".join(lines)
     assert ("[rank 0] SIGTERM: finishing this step, then stopping (save_checkpoints=False: nothing is saved) (send it "
             "again to stop at once)") in log
@@ -256,7 +257,7 @@ def test_a_second_signal_stops_at_once_without_a_traceback(shakespeare, tmp_path
     # rank 0 stalls in iteration 3 (as in a slow step), so both signals land inside one step; a second signal within
     # 2 s of the first would be taken as the launcher passing the first on (the next test): no window here
     proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"],
-                 env={"TRAIN_FAULT": "hang@2:0", "TRAIN_SAME_STOP_SECONDS": "0"})
+                 faults="hang@2:0", env={"TRAIN_SAME_STOP_SECONDS": "0"})
     lines = []
     read_until(proc, r"^iter 2/", lines)
     rank0 = trainer_pids(proc.pid)[0]
@@ -275,7 +276,7 @@ def test_ctrl_c_during_start_up_is_one_line(shakespeare, tmp_path):
     no traceback (was the second-signal message, or a KeyboardInterrupt traceback)."""
     out = tmp_path / "out"
     run = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=4"],
-                 env={"TRAIN_FAULT": "sigint_in_startup@0:1"})
+                 faults="sigint_in_startup@0:1")
     assert run.returncode != 0, run.stdout[-3000:]
     assert "[rank 1] interrupted during start-up, before the first step; nothing saved" in run.stdout, run.stdout[-3000:]
     assert "KeyboardInterrupt" not in run.stdout and "second signal" not in run.stdout
@@ -304,8 +305,8 @@ def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
     out = tmp_path / "out"
     # one NaN on rank 1 at iteration index 3 (logged as iter 4), then three in a row from index 6
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=30", "--eval_interval=5"],
-                  env={"TRAIN_FAULT": "nan@3:1,nan@6-8:1"})
-    assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
+                  faults="nan@3:1,nan@6-8:1")
+    assert proc.returncode == settings.EXIT_DIVERGED, proc.stdout[-3000:]
     log = proc.stdout
     lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^iter (\d+)/30 .*$", log, re.M)}
     assert "skipped (NaN/inf loss) | 1 skipped in all" in lines[4] and "skipped (" not in lines[5]
@@ -321,7 +322,7 @@ def test_nan_loss_is_skipped_then_stops(shakespeare, tmp_path):
 def test_dead_rank_ends_the_run(shakespeare, tmp_path):
     t0 = time.time()
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
-                   "--dist_timeout_minutes=1"], env={"TRAIN_FAULT": "crash@3:1"}, timeout=300)
+                   "--dist_timeout_minutes=1"], faults="crash@3:1", timeout=300)
     assert proc.returncode != 0
     assert "RuntimeError: injected crash on rank 1 at iteration 3" in proc.stdout
     assert time.time() - t0 < 120  # no rank waits forever for the dead one
@@ -332,8 +333,8 @@ def test_fp16_loss_scale_at_minimum_stops_clearly(shakespeare, tmp_path):
     DeepSpeed's exception): the run stops with status 3, the advice, and no new checkpoint."""
     out = tmp_path / "out"
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=30", "--eval_interval=3"],
-                  env={"TRAIN_FAULT": "minscale@4:0,minscale@4:1"})
-    assert proc.returncode == T.EXIT_DIVERGED, proc.stdout[-3000:]
+                  faults="minscale@4:0,minscale@4:1")
+    assert proc.returncode == settings.EXIT_DIVERGED, proc.stdout[-3000:]
     assert ("error: at iteration 5 the fp16 loss scale reached its minimum and the gradients still overflow"
             in proc.stdout)
     assert "Try a lower --learning_rate, --dtype=bfloat16" in proc.stdout
@@ -344,7 +345,7 @@ def test_a_stuck_rank_times_out_instead_of_hanging(shakespeare, tmp_path):
     """Rank 1 stops answering inside an iteration; rank 0's collective gives up after dist_timeout_minutes."""
     t0 = time.time()
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
-                   "--eval_interval=100", "--dist_timeout_minutes=0.5"], env={"TRAIN_FAULT": "hang@2:1"}, timeout=300)
+                   "--eval_interval=100", "--dist_timeout_minutes=0.5"], faults="hang@2:1", timeout=300)
     elapsed = time.time() - t0
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert re.search(r"[Tt]imed out|[Tt]imeout", proc.stdout), proc.stdout[-3000:]
@@ -355,7 +356,7 @@ def test_max_runtime_saves_and_exits_75(shakespeare, tmp_path):
     out = tmp_path / "out"
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500",
                    "--max_runtime=0.0003"])  # about one second
-    assert proc.returncode == T.EXIT_PREEMPTED, proc.stdout[-3000:]
+    assert proc.returncode == settings.EXIT_PREEMPTED, proc.stdout[-3000:]
     n = int(re.search(r"stopped on max_runtime after iteration (\d+); continue with --init_from=resume",
                       proc.stdout).group(1))
     assert 1 <= n < 20 and ckpt.read_latest(str(out)) == f"iter_{n}"

@@ -1,4 +1,4 @@
-"""Pure helpers of train_deepspeed.py: configuration, batch arithmetic, LR schedule, batches, eval windows."""
+"""Pure helpers of the trainer: configuration, batch arithmetic, LR schedule, batches, eval windows."""
 import json
 import math
 import os
@@ -6,9 +6,14 @@ import os
 import numpy as np
 import pytest
 
+import dataloader
+import distributed
+import monitoring
+import settings
 import train_deepspeed as T
-from train_deepspeed import (InputError, derive_batch, eval_starts, fill_ds_config, get_batch, get_lr,
-                             parse_config, parse_datasets)
+from dataloader import eval_starts, get_batch, parse_datasets
+from settings import InputError, derive_batch, fill_ds_config, parse_config
+from train_deepspeed import get_lr
 
 
 # ---- configuration
@@ -98,7 +103,7 @@ def test_batch_arithmetic():
 
 
 def test_ds_config_filled_and_checked():
-    base = json.load(open(T.REPO + "/ds_config_zero2.json"))
+    base = json.load(open(settings.REPO + "/ds_config_zero2.json"))
     cfg = dict(T.DEFAULTS, dtype="bfloat16", grad_clip=0.5)
     ds = fill_ds_config(json.loads(json.dumps(base)), cfg, 16, 2, 4, "out")
     assert ds["train_batch_size"] == 128 and ds["train_micro_batch_size_per_gpu"] == 16
@@ -181,10 +186,10 @@ def test_parse_datasets():
 
 def test_continual_runs_draw_their_own_sample_stream():
     source = {"iteration": 12, "saved_at": 1764400000.25}
-    seed = T.continual_data_seed(1337, source)
-    assert seed == T.continual_data_seed(1337, dict(source))  # reproducible
-    assert len({seed, 1337, T.continual_data_seed(1338, source),
-                T.continual_data_seed(1337, dict(source, iteration=13))}) == 4  # another stream for each source
+    seed = dataloader.continual_data_seed(1337, source)
+    assert seed == dataloader.continual_data_seed(1337, dict(source))  # reproducible
+    assert len({seed, 1337, dataloader.continual_data_seed(1338, source),
+                dataloader.continual_data_seed(1337, dict(source, iteration=13))}) == 4  # another stream for each source
     data = [(np.arange(10_000, dtype=np.uint16), 1.0)]
     replayed = get_batch(data, 64, 4, 1337, 0, 0, 0)[0]
     assert not np.array_equal(get_batch(data, 64, 4, seed, 0, 0, 0)[0], replayed)
@@ -203,13 +208,13 @@ def test_eval_windows_fixed_and_cover_the_split():
 
 
 def test_gpu_index_check():
-    T.check_gpu_index(0, 3, 4)
+    distributed.check_gpu_index(0, 3, 4)
     with pytest.raises(InputError, match="rank 5 needs GPU 5 but this machine has 4; launch with --num_gpus=4"):
-        T.check_gpu_index(5, 5, 4)
+        distributed.check_gpu_index(5, 5, 4)
 
 
 def test_format_duration():
-    assert T.format_duration(75) == "1m15s" and T.format_duration(3 * 3600 + 120) == "3h02m"
+    assert monitoring.format_duration(75) == "1m15s" and monitoring.format_duration(3 * 3600 + 120) == "3h02m"
     assert math.isclose(get_lr(0, 2.0, "cosine", 0, 10, 0.0), 2.0)
 
 
@@ -221,13 +226,13 @@ METRICS = {"loss": 2.5, "lr": 3e-5, "ms": 712.3, "tok_s": 46012.4, "mfu": 0.478,
 
 
 def test_log_line_and_monitor_events_agree():
-    assert T.format_log(12, 100, METRICS) == (
+    assert monitoring.format_log(12, 100, METRICS) == (
         "iter 12/100 | loss 2.5000 | lr 3.00e-05 | 712 ms | 46,012 tok/s/gpu | MFU 47.8% | opt 26 ms | mem 48.4 GiB | "
         "gnorm 1.23 | skipped (overflow) | 3 skipped in all | eta 1m03s")
-    events = dict((tag, value) for tag, value, step in T.monitor_events(12, METRICS))
+    events = dict((tag, value) for tag, value, step in monitoring.monitor_events(12, METRICS))
     assert events["Train/loss"] == 2.5 and events["Train/skipped_steps"] == 3 and events["Host/open_files"] == 30
     assert "Train/loss_scale" not in events  # None (not fp16) is left out
-    assert all(step == 12 for _, _, step in T.monitor_events(12, METRICS))
+    assert all(step == 12 for _, _, step in monitoring.monitor_events(12, METRICS))
 
 
 class FakeTerminal:
@@ -247,16 +252,16 @@ class FakeTerminal:
 def test_progress_bar_on_a_terminal_plain_lines_otherwise(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     term = FakeTerminal(True)
-    progress = T.Progress(10, 2, True, stream=term)
+    progress = distributed.Progress(10, 2, True, stream=term)
     progress.update(3.25)
-    T.print0("eval 3: a line above the bar")
+    distributed.print0("eval 3: a line above the bar")
     progress.close()
     assert "3/10" in term.text and "loss 3.2500" in term.text and "<" in term.text  # tqdm's ETA
     assert "eval 3: a line above the bar" in term.text
     pipe = FakeTerminal(False)
-    quiet = T.Progress(10, 2, True, stream=pipe)
+    quiet = distributed.Progress(10, 2, True, stream=pipe)
     quiet.update(3.25)
-    T.print0("iter 3/10 | loss 3.25")
+    distributed.print0("iter 3/10 | loss 3.25")
     quiet.close()
     assert pipe.text == "" and "iter 3/10 | loss 3.25" in capsys.readouterr().out
 
@@ -282,18 +287,18 @@ def test_checkpoint_files_skip_only_the_zip_crc32(tmp_path):
 def test_every_shipped_config_file_parses():
     import glob
     import os
-    files = sorted(glob.glob(os.path.join(T.REPO, "config", "*.py")))
+    files = sorted(glob.glob(os.path.join(settings.REPO, "config", "*.py")))
     assert len(files) >= 4
     for f in files:
-        cfg = T.parse_config([f])
+        cfg = settings.parse_config([f])
         assert set(cfg) == set(T.DEFAULTS), f
-    small_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_24gb_2gpus.py")])
+    small_cards = settings.parse_config([os.path.join(settings.REPO, "config", "xl_24gb_2gpus.py")])
     assert not small_cards["pinned_checkpoint_copies"] and not small_cards["fused_norm"]
-    large_cards = T.parse_config([os.path.join(T.REPO, "config", "xl_141gb.py")])
+    large_cards = settings.parse_config([os.path.join(settings.REPO, "config", "xl_141gb.py")])
     assert (large_cards["batch_size"], large_cards["target_batch_size"]) == (32, 128)
-    cards_80gb = T.parse_config([os.path.join(T.REPO, "config", "xl_80gb_mb32.py")])
+    cards_80gb = settings.parse_config([os.path.join(settings.REPO, "config", "xl_80gb_mb32.py")])
     assert (cards_80gb["batch_size"], cards_80gb["recompute_gelu"]) == (32, -1)
-    assert T.derive_batch(cards_80gb, 4) == (32, 1, 128) and T.derive_batch(cards_80gb, 2) == (32, 2, 128)
+    assert settings.derive_batch(cards_80gb, 4) == (32, 1, 128) and settings.derive_batch(cards_80gb, 2) == (32, 2, 128)
 
 
 def test_stale_build_locks(tmp_path):
@@ -306,17 +311,17 @@ def test_stale_build_locks(tmp_path):
         lock.write_text("")
     for lock in (old, flat):
         os.utime(lock, (time.time() - 3600, time.time() - 3600))
-    assert T.stale_build_locks(str(tmp_path)) == sorted([str(flat), str(old)])
-    assert T.stale_build_locks(str(tmp_path), max_age_s=7200) == []
+    assert distributed.stale_build_locks(str(tmp_path)) == sorted([str(flat), str(old)])
+    assert distributed.stale_build_locks(str(tmp_path), max_age_s=7200) == []
 
 
 def test_resume_warnings_name_what_a_resume_changes():
     saved = dict(T.DEFAULTS, dataset="shakespeare", block_size=64, max_iters=40, lr_schedule="cosine")
     model = {"n_layer": 48, "n_head": 25, "n_embd": 1600, "bias": True, "dropout": 0.0}  # e.g. from gpt2-xl
     same = dict(saved, out_dir="elsewhere", eval_interval=5, compile=True)  # settings that change nothing learned
-    assert T.resume_warnings(saved, same, "iter_30", model) == []
+    assert settings.resume_warnings(saved, same, "iter_30", model) == []
     changed = dict(saved, n_layer=3, dataset="small", block_size=32, max_iters=50)
-    assert T.resume_warnings(saved, changed, "iter_30", model) == [
+    assert settings.resume_warnings(saved, changed, "iter_30", model) == [
         "ignored on resume: n_layer=3 (the model has 48); a resumed run keeps iter_30's model (to change it, start a "
         "new run from its weights with --init_from=<out_dir>/iter_30)",
         "settings changed since iter_30 was saved: dataset 'shakespeare' -> 'small', block_size 64 -> 32; the run "
@@ -324,11 +329,11 @@ def test_resume_warnings_name_what_a_resume_changes():
         "max_iters 40 -> 50 also moves the end of the cosine schedule (lr_decay_iters 0 = max_iters), so the "
         "learning rate jumps; pass --lr_decay_iters=40 to keep it"]
     # following that advice, or a constant rate, goes on as it was
-    assert T.resume_warnings(saved, dict(saved, lr_decay_iters=40, max_iters=50), "f", model) == []
-    assert T.resume_warnings(dict(saved, lr_schedule="constant"),
+    assert settings.resume_warnings(saved, dict(saved, lr_decay_iters=40, max_iters=50), "f", model) == []
+    assert settings.resume_warnings(dict(saved, lr_schedule="constant"),
                              dict(saved, lr_schedule="constant", max_iters=50), "f", model) == []
     # a schedule of another length set directly is a change like the others
-    assert T.resume_warnings(saved, dict(saved, lr_decay_iters=30), "f", model) == [
+    assert settings.resume_warnings(saved, dict(saved, lr_decay_iters=30), "f", model) == [
         "settings changed since f was saved: schedule length (lr_decay_iters) 40 -> 30; the run goes on with them, "
         "no longer an exact continuation"]
 

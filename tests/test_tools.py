@@ -12,7 +12,7 @@ import torch
 
 import checkpoint as ckpt
 import export
-import train_deepspeed as T
+import settings
 from conftest import REPO, free_port, train_env
 from model import GPT, GPTConfig
 
@@ -35,7 +35,7 @@ def refused(capsys, argv):
     """export.main's one error line, after checking it exits 2."""
     with pytest.raises(SystemExit) as e:
         export.main(argv)
-    assert e.value.code == T.EXIT_BAD_INPUT
+    assert e.value.code == settings.EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1, err
     return err[0]
@@ -109,7 +109,7 @@ def test_export_refuses_a_tag_that_contradicts_the_path(fake_checkpoint, tmp_pat
 def test_export_not_a_checkpoint_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "export.py", str(tmp_path)], cwd=REPO, env=train_env(),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir or "
         "out_dir/<tag>"]
@@ -123,7 +123,7 @@ def sample_error(capsys, *argv):
     import sample
     with pytest.raises(SystemExit) as e:
         sample.main(["--device=cpu", "--dtype=float32", *argv])
-    assert e.value.code == T.EXIT_BAD_INPUT
+    assert e.value.code == settings.EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1, err
     return err[0]
@@ -135,7 +135,7 @@ def test_sample_prompt_file_missing_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "sample.py", f"--start=FILE:{missing}", "--device=cpu",
                            "--dtype=float32", "--init_from=/no/such/run"], cwd=REPO, env=train_env(),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [
         f"error: prompt file {missing} not found; check the path, or give the prompt itself with --start=TEXT"]
 
@@ -259,7 +259,7 @@ def test_script_leaves_the_port_to_the_hostfile_run(tmp_path):
 @pytest.mark.parametrize("value", ["abc", "0", "65536", "-1"])
 def test_script_rejects_a_bad_master_port(tmp_path, value):
     proc = run_script(tmp_path, MASTER_PORT=value)
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [
         f"error: MASTER_PORT must be a port number from 1 to 65535, got '{value}'"]
 
@@ -271,7 +271,7 @@ def test_script_refuses_a_master_port_in_use(tmp_path):
         proc = run_script(tmp_path, MASTER_PORT=str(port))
     finally:
         held.close()
-    assert proc.returncode == T.EXIT_BAD_INPUT
+    assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [
         f"error: MASTER_PORT={port} is in use on this machine (or needs root); choose another, or unset MASTER_PORT "
         "to have a free port picked"]

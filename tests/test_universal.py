@@ -8,7 +8,7 @@ import torch
 
 import checkpoint as ckpt
 from conftest import TINY, assert_ok, iter_losses, launch
-from train_deepspeed import get_batch
+from dataloader import get_batch
 
 pytestmark = pytest.mark.slow
 SAVED_AT = 6
@@ -93,16 +93,17 @@ def test_optimizer_state_carried_over_exactly(two_rank_run, shakespeare, tmp_pat
 
 
 def test_stage_mismatch_is_a_clear_error(two_rank_run, shakespeare, tmp_path):
+    import settings
     import train_deepspeed as T
-    with pytest.raises(T.InputError, match="final was saved with ZeRO stage 2 and ds_config_zero3.json uses stage 3"):
-        T.run([*TINY, f"--dataset={shakespeare}", f"--out_dir={two_rank_run}", "--init_from=resume",
-               "--deepspeed_config=ds_config_zero3.json"])
+    with pytest.raises(settings.InputError, match="final was saved with ZeRO stage 2 and ds_config_zero3.json uses stage 3"):
+        T.run(settings.parse_config([*TINY, f"--dataset={shakespeare}", f"--out_dir={two_rank_run}",
+                                     "--init_from=resume", "--deepspeed_config=ds_config_zero3.json"]))
 
 
 def test_a_damaged_checkpoint_on_another_world_size_is_one_line(two_rank_run, shakespeare, tmp_path):
     """The conversion for another number of ranks reads every file: a damaged one is the same one-line error (exit
     2, every rank ends) as loading it on the ranks it was saved with, not a traceback from inside DeepSpeed."""
-    import train_deepspeed as T
+    import settings
     out = tmp_path / "out"
     # without the universal copy an earlier test may have made there: an intact one would be used, rightly
     shutil.copytree(two_rank_run, out, ignore=shutil.ignore_patterns(ckpt.UNIVERSAL_DIR))
@@ -112,7 +113,7 @@ def test_a_damaged_checkpoint_on_another_world_size_is_one_line(two_rank_run, sh
     states.write_bytes(bytes(data))
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", f"--max_iters={SAVED_AT + 2}",
                    "--init_from=resume"], nproc=1)
-    assert proc.returncode == T.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: cannot convert {out}/final for another number of GPUs (UnpicklingError: invalid load "
                       "key, 'x'.); resume on the 2 GPUs it was saved with, or choose another tag with "

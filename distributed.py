@@ -1,0 +1,240 @@
+"""
+The pieces of a run on many processes: the process group (compute_init / compute_cleanup), lines printed by one
+rank or every rank, the stop vote that turns a signal on any rank into one agreed stop, failures raised on every
+rank together, and the random state of each rank.
+"""
+import glob
+import os
+import random
+import signal
+import sys
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from settings import InputError
+
+# -----------------------------------------------------------------------------
+# printing
+
+_progress_bar = None  # rank 0's tqdm bar while the loop runs on a terminal
+
+
+def print_line(text, file=None):
+    """A line from any rank (stderr by default) in one write: every rank (and C++ code in them) writes to the same
+    pipe, and print() would send the text and its newline separately, letting another process's output land between
+    them."""
+    out = file or sys.stderr
+    out.write(text + "\n")
+    out.flush()
+
+
+def print0(*args, **kwargs):
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    text = " ".join(str(a) for a in args)
+    if _progress_bar is not None and kwargs.get("file", sys.stdout) is sys.stdout:
+        _progress_bar.write(text, file=_progress_bar.fp)
+    else:
+        print_line(text, file=kwargs.get("file", sys.stdout))
+
+
+class Progress:
+    """A progress bar with ETA on rank 0 when stdout is a terminal; nothing otherwise (the log lines, which
+    carry their own ETA, are then the progress)."""
+
+    def __init__(self, total, initial, enabled, stream=None):
+        global _progress_bar
+        stream = stream or sys.stdout
+        self.bar = None
+        if enabled and stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="it", file=stream, dynamic_ncols=True, leave=False)
+        _progress_bar = self.bar
+
+    def update(self, loss):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        global _progress_bar
+        if self.bar is not None:
+            self.bar.close()
+        _progress_bar = None
+
+
+# -----------------------------------------------------------------------------
+# stopping on a signal: one agreed stop
+
+
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT after StopFlag's first: stop at once, without saving."""
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal stops at
+    once, unless it comes within same_stop_seconds of the first: that is the same stop passed on (DeepSpeed's
+    launch.py sends SIGTERM to the trainers on its own SIGINT/SIGTERM, which a terminal's Ctrl-C, `pkill -f
+    train_deepspeed.py` or a scheduler signalling every process of the job delivers to it as well)."""
+    SIGNALS = ("SIGTERM", "SIGINT")
+    same_stop_seconds = 2.0  # launch.py passes a signal on within milliseconds; a person's second Ctrl-C takes longer
+
+    def __init__(self, saves=True):
+        self.signal = None
+        self.then = "saving a checkpoint" if saves else "stopping (save_checkpoints=False: nothing is saved)"
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        rank = os.environ.get("RANK", "0")
+        if self.signal is not None:
+            after = time.monotonic() - self.first_at
+            if after >= self.same_stop_seconds or self.passed_on:
+                raise SecondSignal
+            self.passed_on = True
+            print_line(f"[rank {rank}] {signal.Signals(signum).name} {after:.2f}s after the {self.signal}: the same "
+                       "stop (passed on by a launcher); still finishing this step")
+            return
+        self.signal, self.first_at, self.passed_on = signal.Signals(signum).name, time.monotonic(), False
+        print_line(f"[rank {rank}] {self.signal}: finishing this step, then {self.then} (send it again to stop at "
+                   "once)")
+
+    def requests(self):
+        """This rank's vote per signal, to be summed over the ranks (one all-reduce) and read by agreed_stop."""
+        return [float(self.signal == name) for name in self.SIGNALS]
+
+
+def agreed_stop(summed, reasons=StopFlag.SIGNALS):
+    """The first reason any rank voted for, from the all-reduced votes; None when no rank did."""
+    return next((why for why, n in zip(reasons, summed) if n > 0), None)
+
+
+# -----------------------------------------------------------------------------
+# the process group
+
+
+def environment():
+    """Rank, world and device of this process, from the launcher's variables (a plain `python train_deepspeed.py`
+    is rank 0 of 1); nothing is initialised yet."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    from deepspeed.accelerator import get_accelerator
+    accel = get_accelerator()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    on_gpu = accel.device_name() == "cuda"
+    if on_gpu:
+        check_gpu_index(rank, local_rank, accel.device_count())
+    return SimpleNamespace(rank=rank, local_rank=local_rank, world_size=int(os.environ["WORLD_SIZE"]),
+                           master=rank == 0, on_gpu=on_gpu, accelerator=accel.device_name(),
+                           device=torch.device(accel.device_name(local_rank) if on_gpu else "cpu"))
+
+
+def compute_init(ctx, cfg):
+    """This process's GPU and the process group, with the collective timeout applied to every group."""
+    import deepspeed
+    import ds_patches
+    if ctx.on_gpu:
+        torch.cuda.set_device(ctx.local_rank)
+        if cfg.max_gpu_memory_gb > 0:
+            total = torch.cuda.get_device_properties(ctx.local_rank).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cfg.max_gpu_memory_gb * 2 ** 30 / total),
+                                                       ctx.local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if cfg.deterministic:
+        use_deterministic_kernels()
+    for lock in stale_build_locks() if ctx.local_rank == 0 else ():
+        print(f"warning: {lock} is over 10 minutes old: a killed build of a torch extension leaves it, and the build "
+              "of that extension (next) then waits for ever; delete it unless a build is running", flush=True)
+    timeout = timedelta(minutes=cfg.dist_timeout_minutes)
+    ds_patches.apply_collective_timeout(timeout)
+    try:
+        deepspeed.init_distributed(timeout=timeout)
+    except Exception as e:
+        if "EADDRINUSE" not in str(e) and "address already in use" not in str(e).lower():
+            raise
+        port = os.environ.get("MASTER_PORT", "29500")
+        raise InputError(f"port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> "
+                         "to deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one") from None
+
+
+def check_gpu_index(rank, local_rank, n_visible):
+    if local_rank >= n_visible:
+        raise InputError(f"rank {rank} needs GPU {local_rank} but this machine has {n_visible}; launch with "
+                         f"--num_gpus={n_visible} or fewer", every_rank=True)
+
+
+def stale_build_locks(root=None, max_age_s=600):
+    """Lock files of torch extension builds (DeepSpeed's ops, fused_dense) older than max_age_s. A build that was
+    killed leaves its lock behind and every later build of that extension waits on it for ever."""
+    from torch.utils.cpp_extension import get_default_build_root
+    root = root or os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    # root/<name>/lock under $TORCH_EXTENSIONS_DIR, root/<python>_<cuda>/<name>/lock under the default root
+    locks = glob.glob(os.path.join(root, "*", "lock")) + glob.glob(os.path.join(root, "*", "*", "lock"))
+    now = time.time()
+    return sorted(p for p in locks if now - os.path.getmtime(p) > max_age_s)
+
+
+def raise_together(failure, device):
+    """An InputError on every rank when any rank has a failure (a one-line message, or None), so that a problem
+    one rank finds ends the run on all of them instead of leaving them in a collective; rank 0's words are
+    printed."""
+    import deepspeed.comm as dist
+    failed = torch.tensor([float(failure is not None)], device=device)
+    dist.all_reduce(failed)
+    if failed.item():
+        raise InputError(failure or "another rank failed (its own line says why)")
+
+
+def compute_cleanup():
+    """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
+    (gloo drops a barrier's last message if its sender exits first)."""
+    import torch.distributed as tdist
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# random state
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_everything(*parts):
+    seed = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def use_deterministic_kernels():
+    """Bitwise-repeatable GPU runs (setting `deterministic`; also used by bench/). Without it two runs from the same
+    seed agree only to ~1e-4 in the loss, and a resumed run differs from the straight one as much. The visible
+    change is the attention: FlashAttention-2's deterministic backward instead of cuDNN's, 7.6% slower for GPT-2 XL
+    on an H100 (bench/NOTES.md). Call it before the first matmul: cuBLAS reads its workspace setting then."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    # Filling every new tensor (a debugging aid that the mode turns on) cost 16 ms of 388 per GPT-2 XL micro-step;
+    # the gradients were bitwise the same without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
