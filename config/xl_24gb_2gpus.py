@@ -1,15 +1,14 @@
-# GPT-2 XL on 2 GPUs of 24 GB (the guide's minimum, 2 x RTX 3090), ZeRO-2 without offload:
+# GPT-2 XL on 2 GPUs of 24 GB (e.g. 2 x RTX 3090), ZeRO-2 without offload. Model states take ~18.7 GB per GPU
+# (DeepSpeed's estimate); recomputing every block's activations in backward leaves room for micro-batches of 4.
 #   deepspeed --num_gpus=2 train_deepspeed.py config/xl_24gb_2gpus.py
-# Model states take ~18.7 GB per GPU (DeepSpeed's estimate); recomputing every block's activations in backward
-# leaves room for micro-batches of 4:
-#   4 x 16 x 2 GPUs x 1024 = 131,072 tokens per iteration (the guide's 128 sequences)
+#   NUM_GPUS=2 ./run_deepspeed_xl.sh config/xl_24gb_2gpus.py       (the same through the launcher script)
+# micro x accumulation x GPUs x block_size:
+#   2 GPUs: 4 x 16 x 2 x 1024 = 131,072 tokens per iteration (128 sequences)
+#   4 GPUs: 4 x 8 x 4 x 1024 = 131,072 tokens per iteration
 out_dir = "out-shakespeare-xl-24gb"
-init_from = "gpt2-xl"
 batch_size = 4
 target_batch_size = 128
 gradient_checkpointing = -1
-dtype = "float16"
-max_iters = 20
 eval_interval = 5
 # workstations with these cards are often short of host RAM: no pinned checkpoint buffers (~10 GB per rank)
 pinned_checkpoint_copies = False
