@@ -11,7 +11,7 @@
 #   HEAD=/tmp/head BASE=/tmp/base bench/run_grid.sh 1 /tmp/out ; BASE=/tmp/base bench/run_grid.sh 2|3 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu-$phase.txt" 2>&1
 if [[ $phase == 1 ]]; then
     PYTHONPATH=.:bench:${PYTHONPATH:-} timeout 200 python3 bench/results/2026-11-28-session9/code/norm_grid.py \

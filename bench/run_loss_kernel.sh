@@ -8,7 +8,7 @@
 #   bench/run_loss_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_loss_kernel.sh 2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 if [[ $phase == 1 ]]; then
     (CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
      echo "fused_check exit $?" >> "$out/fused_check.txt") &

@@ -13,7 +13,7 @@
 #   BASE=/tmp/base bench/run_norm.sh 1|2|3 /tmp/out ; bench/run_norm.sh 4 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu-$phase.txt" 2>&1
 
 side_by_side() {  # RUN0 TREE0 RUN1 TREE1 SECONDS: bench.py's RUN0 of TREE0 on GPU 0 and RUN1 of TREE1 on GPU 1, at

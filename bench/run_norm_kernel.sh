@@ -13,7 +13,7 @@
 #   bench/run_norm_kernel.sh 3 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 if [[ $phase == 1 ]]; then
     timeout 330 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
     echo "fused_check exit $?" >> "$out/fused_check.txt"

@@ -9,7 +9,7 @@
 #   BASE=/tmp/base bench/run_partials.sh 1 /tmp/out ; BASE=/tmp/base bench/run_partials.sh 2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 if [[ $phase == 1 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
     alternate 4 75 bf16-new bf16-base bf16-new bf16-base

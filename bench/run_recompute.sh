@@ -10,7 +10,7 @@
 #   bench/run_recompute.sh 1|2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/results/session_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv > "$out/gpu-$phase.txt" 2>&1
 LEAN=(--set recompute_gelu=-1 --set max_gpu_memory_gb=77)
 

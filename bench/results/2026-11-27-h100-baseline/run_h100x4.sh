@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The 4 x H100 sessions behind bench/results: phase A (throughput, scaling, peer), phase B (checkpoint save,
-# resume 4 -> 2 GPUs through a universal checkpoint, the 24 GB configurations, bench/gpu_check.sh on GPUs 2,3);
-# phase C (second session: checkpoint save against the peer's, ZeRO-2 overlap and compile levers, each beside a
-# baseline in the same run), phase D (ZeRO-Offload on one GPU capped at 24 GB, bf16: real optimizer steps),
-# phase E (three saves in one run with pinned and with pageable copies, and the peer's save); phase F (sixth
-# session: one profiled iteration of the trainer on 4 GPUs, and ZeRO bucket sizes against the 2e8 default).
-#   bench/run_h100x4.sh A /tmp/ra ; bench/run_h100x4.sh B /tmp/rb ; bench/run_h100x4.sh C /tmp/rc
+# The 4 x H100 sessions of 2026-11-27 (this folder): phase A (throughput, scaling, peer), phase B (checkpoint save,
+# resume 4 -> 2 GPUs through a universal checkpoint, the 24 GB configurations, bench/gpu_check.sh on GPUs 2,3), both
+# in `4gpu/`; phase C (second session: checkpoint save against the peer's, with save_speed.py here; ZeRO-2 overlap
+# and compile levers, each beside a baseline in the same run), phase D (ZeRO-Offload on one GPU capped at 24 GB,
+# bf16: real optimizer steps), phase E (three saves in one run with pinned and with pageable copies, and the peer's
+# save), all three in `4gpu-session2/`; phase F (sixth session: one profiled iteration of the trainer on 4 GPUs, and
+# ZeRO bucket sizes against the 2e8 default). Run from anywhere; it works in the repository root.
+#   bench/results/2026-11-27-h100-baseline/run_h100x4.sh A /tmp/ra     (B, C, D, E, F alike)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../../.."
 phase=$1 out=$2
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
@@ -18,7 +20,7 @@ if [[ $phase == A ]]; then
     timeout 190 python3 bench/bench.py --runs ours-bf16-2,ours-bf16-1,ours-fp16-1,ours-fp16-2 --concurrent \
         --tag scaling --out "$out" --timeout 90
 elif [[ $phase == C ]]; then
-    timeout 60 python3 bench/save_speed.py --dir /tmp > "$out/save_speed.txt" 2>&1
+    timeout 60 python3 "$here/save_speed.py" --dir /tmp > "$out/save_speed.txt" 2>&1
     timeout 200 python3 bench/bench.py --runs peer-fp16-4-save,ours-fp16-4-save --tag save-vs-peer --out "$out" \
         --timeout 95
     rm -rf /tmp/bench-*-save

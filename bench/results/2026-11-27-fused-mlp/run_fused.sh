@@ -6,10 +6,10 @@
 # on, in bf16 and fp16.
 # Phase 2 (4 x H100): the throughput table again with the fused ops on by default, beside the same run with
 # them off and with compile=True, the peer, and the 1- and 2-GPU scaling runs.
-#   bench/run_fused.sh 1 /tmp/out ; bench/run_fused.sh 2 /tmp/out
+#   bench/results/2026-11-27-fused-mlp/run_fused.sh 1 /tmp/out ; bench/results/2026-11-27-fused-mlp/run_fused.sh 2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 [[ -f data/shakespeare/train.bin ]] || python3 data/shakespeare/prepare.py || exit 1
 if [[ $phase == 1 ]]; then
     timeout 300 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1

@@ -4,7 +4,7 @@ fp32 master weights and Adam moments, 4.7 GB, and on rank 0 the 16-bit module, 3
 torch.save's zip CRC32 on and off and with pinned or pageable device-to-host copies. One process; the file goes
 to --dir and is deleted after each try.
 
-    python bench/save_speed.py --dir /tmp
+    python bench/results/2026-11-27-h100-baseline/save_speed.py --dir /tmp
 """
 import argparse
 import os

@@ -1,7 +1,10 @@
-# Sourced by the GPU session scripts (bench/run_fused.sh, run_loss_kernel.sh, run_norm_kernel.sh, run_partials.sh,
-# run_grid.sh) after `set -uo pipefail; phase=$1 out=$2`: the working directory and environment, the loss-curve
-# runs and their comparison, and the alternation of this tree with $BASE (and $HEAD) in throughput and profiles.
-cd "$(dirname "$0")/.."
+# Sourced by the experiment drivers in the folders beside it (bench/results/<date>-<name>/run_*.sh: run_fused.sh,
+# run_loss_kernel.sh, run_norm_kernel.sh, run_partials.sh, run_grid.sh, run_norm.sh, run_recompute.sh) after
+# `set -uo pipefail; phase=$1 out=$2`: the working directory (the repository root, wherever the driver is started
+# from; $here is the driver's own folder) and environment, the loss-curve runs and their comparison, and the
+# alternation of this tree with $BASE (and $HEAD) in throughput and profiles.
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 # a short real run for loss curves: GPT-2-medium shapes from scratch, 40 iterations of 32 sequences
