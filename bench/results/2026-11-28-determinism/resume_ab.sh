@@ -5,9 +5,9 @@
 # `final` checkpoints is compared (weights, fp32 master, Adam moments, RNG states). Variants: fused, plain (fused
 # kernels on / off), fused-no-overlap (DeepSpeed's overlap_comm off, straight runs only), fused-det and plain-det
 # (--deterministic=True).
-#   OUT=/tmp/ab bench/resume_ab.sh [variant ...]   (on a GPU machine with requirements.txt installed; default: all)
+#   OUT=/tmp/ab bench/results/2026-11-28-determinism/resume_ab.sh [variant ...]   (on a GPU machine with requirements.txt installed; default: all)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 mkdir -p "$OUT"
 SMALL=(--init_from=scratch --n_layer=12 --n_head=12 --n_embd=768 --batch_size=16 --target_batch_size=32
        --learning_rate=6e-4 --eval_interval=4 --eval_iters=2 --always_save_checkpoint=True --plot=False
