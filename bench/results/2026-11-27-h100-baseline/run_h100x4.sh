@@ -4,9 +4,9 @@
 # in `4gpu/`; phase C (second session: checkpoint save against the peer's, with save_speed.py here; ZeRO-2 overlap
 # and compile levers, each beside a baseline in the same run), phase D (ZeRO-Offload on one GPU capped at 24 GB,
 # bf16: real optimizer steps), phase E (three saves in one run with pinned and with pageable copies, and the peer's
-# save), all three in `4gpu-session2/`; phase F (sixth session: one profiled iteration of the trainer on 4 GPUs, and
-# ZeRO bucket sizes against the 2e8 default). Run from anywhere; it works in the repository root.
-#   bench/results/2026-11-27-h100-baseline/run_h100x4.sh A /tmp/ra     (B, C, D, E, F alike)
+# save), all three in `4gpu-session2/`. (Its phase F, the sixth session's, is now
+# ../2026-11-28-fused-loss/run_profile_buckets.sh.) Run from anywhere; it works in the repository root.
+#   bench/results/2026-11-27-h100-baseline/run_h100x4.sh A /tmp/ra     (B, C, D, E alike)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -42,21 +42,7 @@ elif [[ $phase == E ]]; then
     rm -rf /tmp/bench-*
     timeout 100 python3 bench/bench.py --runs peer-fp16-4-save --tag saves-peer --out "$out" --timeout 95
     kill %1
-elif [[ $phase == F ]]; then
-    timeout 80 python3 bench/bench.py --runs ours-bf16-4 --set profile_iteration=6 --tag profile --out "$out" \
-        --timeout 75
-    for r in 0 3; do
-        python3 bench/trace_summary.py /tmp/bench-ours-bf16-4/profile/rank_$r.json.gz > "$out/trace_rank$r.txt" 2>&1
-    done
-    cp /tmp/bench-ours-bf16-4/profile/rank_0.json.gz "$out/trace_rank0.json.gz"
-    for size in 200000000 50000000 500000000 1000000000 200000000; do
-        python3 -c 'import json, sys; ds = json.load(open("ds_config_zero2.json")); z = ds["zero_optimization"]
-z["reduce_bucket_size"] = z["allgather_bucket_size"] = int(sys.argv[1]); json.dump(ds, open(sys.argv[2], "w"))' \
-            $size /tmp/ds_bucket_$size.json
-        timeout 70 python3 bench/bench.py --runs ours-bf16-4 --set deepspeed_config=/tmp/ds_bucket_$size.json \
-            --tag bucket-$size --out "$out" --timeout 65
-    done
-else
+elif [[ $phase == B ]]; then
     timeout 150 python3 bench/bench.py --runs ours-fp16-4-save --tag save --out "$out" --timeout 140
     (GPUS=2,3 RESULTS="$out/gpu_check" WORK=/tmp/gpu_check timeout 330 bench/gpu_check.sh > "$out/gpu_check.out" 2>&1) &
     { time timeout 200 python3 -m deepspeed.launcher.runner --include=localhost:0,1 --master_port=29700 train_deepspeed.py \
@@ -66,4 +52,7 @@ else
     timeout 115 python3 bench/bench.py --runs ours-xl-24gb-2 --tag 24gb --out "$out" --timeout 110
     timeout 150 python3 bench/bench.py --runs ours-xl-24gb-offload-1 --tag offload --out "$out" --timeout 140
     wait
+else
+    echo "usage: $0 A|B|C|D|E OUT_DIR" >&2
+    exit 2
 fi

@@ -5,10 +5,11 @@
 # iterations) with fused_kernels off (GPU 2) and on (GPU 3), bf16 then fp16.
 # Phase 2: 4-GPU throughput (GPT-2 XL, bf16 and fp16) of this tree alternated with $BASE, a copy of the tree
 # from before the kernel, so that both are measured in the same lease.
-#   bench/run_loss_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_loss_kernel.sh 2 /tmp/out
+#   bench/results/2026-11-28-fused-loss/run_loss_kernel.sh 1 /tmp/out
+#   BASE=/tmp/base bench/results/2026-11-28-fused-loss/run_loss_kernel.sh 2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/results/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 if [[ $phase == 1 ]]; then
     (CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
      echo "fused_check exit $?" >> "$out/fused_check.txt") &
