@@ -9,11 +9,11 @@
 # Phase 3 (four GPUs, this tree alone): throughput in bf16 (twice) and fp16 and the peer in the same lease; then at
 # once: gradient digests of the model alone with all fused kernels from fresh processes (bench/determinism.py,
 # GPU 3) and GPT-2 XL on 2 GPUs capped at 24 GB (GPUs 0-1).
-#   BASE=/tmp/base bench/run_norm_kernel.sh 1 /tmp/out ; BASE=/tmp/base bench/run_norm_kernel.sh 2 /tmp/out
-#   bench/run_norm_kernel.sh 3 /tmp/out
+#   BASE=/tmp/base bench/results/2026-11-28-fused-norm/run_norm_kernel.sh 1|2 /tmp/out
+#   bench/results/2026-11-28-fused-norm/run_norm_kernel.sh 3 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/results/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 if [[ $phase == 1 ]]; then
     timeout 330 python3 bench/fused_check.py > "$out/fused_check.txt" 2>&1
     echo "fused_check exit $?" >> "$out/fused_check.txt"
