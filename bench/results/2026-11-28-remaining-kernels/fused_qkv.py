@@ -1,7 +1,7 @@
 """
 (Experiment of the eighth session, measured and not kept: bench/NOTES.md. Was importable from the repository root
 and wired into model.py's attention as `split_heads(x, self.c_attn, self.n_head, self.fused)`; this is the second
-version, timed in call 3.)
+version, timed in call 3, by exp.py beside it. Its imports follow the kernels/ package since.)
 
 The attention's input projection c_attn with its output split into query, key and value heads, whose backward
 gathers the three head gradients into one matrix and sums c_attn's bias gradient in the same pass (one Triton
@@ -11,8 +11,8 @@ once more for the bias gradient's reduction.
 import torch
 import torch.nn.functional as F
 
-from fused_dense import relative_error
-from fused_norm import sum_partials
+from kernels.fused_dense import relative_error
+from kernels.fused_norm import sum_partials
 
 try:
     import triton

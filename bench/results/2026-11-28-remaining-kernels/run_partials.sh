@@ -6,10 +6,10 @@
 # Phase 2 (one GPU): the c_proj biases added in the add + LayerNorm kernels (their gradients summed there) against
 # $BASE (the tree before): loss curves in bf16 (this tree and $BASE at once on the one GPU), the model alone
 # alternated (bench/profile_step.py --fused, twice each), then the fp16 loss curves.
-#   BASE=/tmp/base bench/run_partials.sh 1 /tmp/out ; BASE=/tmp/base bench/run_partials.sh 2 /tmp/out
+#   BASE=/tmp/base bench/results/2026-11-28-remaining-kernels/run_partials.sh 1|2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/results/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 if [[ $phase == 1 ]]; then
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu.txt" 2>&1
     alternate 4 75 bf16-new bf16-base bf16-new bf16-base

@@ -6,7 +6,9 @@ sizes it (fitted to the programs the GPU holds at once; on the GPU fused_norm re
 runs). The pointers get the 16-byte alignment hint the JIT gives real tensors, without which Triton would not
 vectorise the loads. Uses Triton's bundled cuobjdump.
 
-    python bench/kernel_registers.py            (Triton as installed; the GPU machine has 3.6)
+    python bench/results/2026-11-28-remaining-kernels/kernel_registers.py
+
+with Triton as installed (the GPU machine has 3.6; that output is bias-h200/kernel_registers_triton3.6.txt).
 """
 import os
 import re
@@ -17,7 +19,7 @@ import types
 import triton
 from triton.backends.compiler import GPUTarget
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3)))  # the repository
 from kernels import fused_norm as fn  # noqa: E402
 
 SMS, ROWS = 132, 16 * 1024  # H100 SXM / H200; one XL micro-batch

@@ -4,7 +4,10 @@ column sums against torch's sum(0), the q/k/v head gradients' concatenation with
 (fused_qkv.py here), and fused_norm.sum_partials against torch. Timings of a CUDA graph's replays (graph_ms) are
 GPU time; time_ms of eager calls includes host launch time for small kernels (call 1's column sums).
 
-    python exp.py [sweep] [colsum] [qkv] [partials]      (from this directory, on a GPU)
+    python bench/results/2026-11-28-remaining-kernels/exp.py [sweep] [colsum] [qkv] [partials]      (on a GPU)
+
+Its output is kernels-h200/call<N>_exp.txt. Since then the kernels moved into the kernels/ package; the imports
+below follow them (not rerun on a GPU since).
 """
 import itertools
 import os
@@ -16,8 +19,8 @@ import triton
 import triton.language as tl
 
 here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [here, os.path.abspath(os.path.join(here, *[os.pardir] * 5))]  # fused_qkv here, the repository
-import fused_dense as fd  # noqa: E402
+sys.path[:0] = [here, os.path.abspath(os.path.join(here, *[os.pardir] * 3))]  # fused_qkv here, the repository
+from kernels import fused_dense as fd  # noqa: E402
 
 
 def time_ms(fn, reps=20):
@@ -196,7 +199,7 @@ def qkv_concat_colsum(dq, dk, dv, ROWS, BM, BN, w):
 
 
 def partials():
-    import fused_norm
+    from kernels import fused_norm
     parts = torch.randn(2, 512, 1600, device="cuda")
     want = parts.double().sum(1)
     t_torch = graph_ms(lambda: (parts[0].sum(0).to(torch.bfloat16), parts[1].sum(0).to(torch.bfloat16)))
