@@ -4,16 +4,22 @@ one GPU, no DeepSpeed): warps x grid (32 rows per program as before, or as many 
 programs the GPU holds at once). Wall time per micro-step (CUDA events, 5 steps) and the kernel's GPU time per call
 (torch.profiler, 2 steps), each setting twice in alternation.
 
-    python norm_grid.py      (from the repository root, with PYTHONPATH=.:bench)
+    python bench/results/2026-11-28-norm-grid/norm_grid.py      (run_grid.sh 1; output grid-h200/norm_grid.txt)
+
+It imported the kernels from the top-level modules and train_deepspeed.setup_fused_kernels then; it imports the
+same code from the kernels/ package now (not rerun on a GPU since).
 """
 import collections
 import itertools
+import os
+import sys
 
 import torch
 
-import fused_norm as fn
-from model import GPT, GPT2_SIZES, GPTConfig
-from train_deepspeed import setup_fused_kernels
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3)))  # the repository
+from kernels import enable as enable_fused_kernels  # noqa: E402
+from kernels import fused_norm as fn  # noqa: E402
+from model import GPT, GPT2_SIZES, GPTConfig  # noqa: E402
 
 fit = fn.resident_backward_programs
 settings = [(warps, grid) for warps in (8, 4, 16) for grid in ("32 rows", "fit")]
@@ -28,7 +34,7 @@ torch.backends.cuda.matmul.allow_tf32 = True
 config = GPTConfig(**GPT2_SIZES["gpt2-xl"])
 with torch.device("cuda"):
     model = GPT(config).to(torch.bfloat16)
-setup_fused_kernels(model, strict=True)
+enable_fused_kernels(model, strict=True)
 x = torch.randint(0, 50257, (16, 1024), device="cuda")
 
 
