@@ -10,10 +10,11 @@
 # traces and their bench/trace_summary.py), the fp16 loss curves of both trees.
 # Phase 4 (a 4 x H200 machine, lent late in the session): this tree on 4 GPUs in bf16 and fp16 at micro-batch 16,
 # bf16 at 32; the peer at 8 and 16; this tree on 1 GPU (the scaling in one lease); bf16 on 4 GPUs again.
-#   BASE=/tmp/base bench/run_norm.sh 1|2|3 /tmp/out ; bench/run_norm.sh 4 /tmp/out
+#   BASE=/tmp/base bench/results/2026-11-28-grad-norm/run_norm.sh 1|2|3 /tmp/out
+#   bench/results/2026-11-28-grad-norm/run_norm.sh 4 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/results/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gpu-$phase.txt" 2>&1
 
 side_by_side() {  # RUN0 TREE0 RUN1 TREE1 SECONDS: bench.py's RUN0 of TREE0 on GPU 0 and RUN1 of TREE1 on GPU 1, at
