@@ -1,8 +1,9 @@
 """
-Compare the per-micro-step losses that bench/run_loss_trace.sh's patched trainer prints (`microloss IT hex ...`)
-between runs, bitwise: which iterations differ from the first log, and by how much.
+Compare the per-micro-step losses that the trainer patched by run_loss_trace.sh (beside this script) prints
+(`microloss IT hex ...`) between runs, bitwise: which iterations differ from the first log, and by how much.
 
-    python bench/micro_losses.py DIR/straight-1.log DIR/straight-2.log DIR/first-half.log DIR/resumed.log
+    python bench/results/2026-11-29-loss-race/micro_losses.py DIR/straight-1.log DIR/straight-2.log
+        DIR/first-half.log DIR/resumed.log
 """
 import sys
 

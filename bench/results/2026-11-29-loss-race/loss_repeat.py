@@ -6,7 +6,7 @@ kernels on, forward + backward again and again with other allocations in between
 hands out other addresses), and counts the distinct results of each stage: the logits each loss chunk reads, the
 per-row losses, their sums, the loss, the gradients. Then the sum of one set of per-row losses at other addresses.
 
-    python bench/loss_repeat.py [--dtype float16] [--deterministic] [--repeats 30]
+    python bench/results/2026-11-29-loss-race/loss_repeat.py [--dtype float16] [--deterministic] [--repeats 30]
 """
 import argparse
 import os
@@ -14,7 +14,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]  # the repository; bench/ for determinism.py
 import model as model_module  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from determinism import digest  # noqa: E402

@@ -5,7 +5,7 @@ warp of the same program has read it. Counts the rows that differ over many chun
 given copy of fused_loss.py (e.g. the one before the barrier, from git):
 
     git show ac526ad:fused_loss.py > /tmp/fused_loss_before.py
-    python bench/xent_race.py fused_loss.py /tmp/fused_loss_before.py [--chunks 400]
+    python bench/results/2026-11-29-loss-race/xent_race.py kernels/fused_loss.py /tmp/fused_loss_before.py [--chunks 400]
 
 Targets are drawn from the first 4,096 token ids (where most of GPT-2's frequent tokens are): the gradient pass
 writes that block first, so that is where a slow warp can still be reading.
@@ -17,7 +17,10 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
+# the repository (kernels/fused_loss.py imports kernels.fused_dense); kernels/ for copies from before the package,
+# which import fused_dense from the top level
+sys.path[:0] = [ROOT, os.path.join(ROOT, "kernels")]
 
 
 def load(path, name):
