@@ -7,10 +7,10 @@
 # 32 x 2 as on an H200 (neither: the recompute's cost); 16 x 4 and 32 x 2 recomputed again (the spread).
 # Phase 2: fp16 (the default) 16 x 4 and 32 x 2 recomputed and capped; bf16 32 x 2 capped with 36 of 48 GELUs recomputed; the loss curves (GPT-2-medium shapes, 40
 # iterations) without ("base") and with ("new") recompute_gelu, bf16 then fp16, one GPU each at once.
-#   bench/run_recompute.sh 1|2 /tmp/out
+#   bench/results/2026-11-29-recompute-gelu/run_recompute.sh 1|2 /tmp/out
 set -uo pipefail
 phase=$1 out=$2
-source "$(dirname "$0")/results/session_common.sh"
+source "$(dirname "$0")/../session_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv > "$out/gpu-$phase.txt" 2>&1
 LEAN=(--set recompute_gelu=-1 --set max_gpu_memory_gb=77)
 

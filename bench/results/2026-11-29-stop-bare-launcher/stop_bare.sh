@@ -3,9 +3,9 @@
 # every process of the group; DeepSpeed's launch.py passes SIGTERM on to the trainers and kills them 30 s later.
 # Does the trainers' save finish inside those 30 s? On GPUs 0 and 0,1 of this machine, XL from random init, fp16,
 # micro-batch 16, 128 sequences per iteration; SIGINT to the launcher's process group after iteration 3.
-#   bench/stop_bare.sh OUT_DIR
+#   bench/results/2026-11-29-stop-bare-launcher/stop_bare.sh OUT_DIR
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 out=$1
 mkdir -p "$out"
 XL=(--init_from=scratch --n_layer=48 --n_head=25 --n_embd=1600 --block_size=1024 --dataset=shakespeare
