@@ -2,7 +2,9 @@
 Peak memory of export.py, sampled from /proc/self/status every 20 ms: anonymous memory (the process's own) and
 file-backed memory (the page cache of DeepSpeed's memory-mapped checkpoint shards, which the kernel can drop).
 
-    python bench/export_memory.py OUT_DIR --hf /tmp/hf --pt /tmp/model.pt     # export.py's arguments
+    python bench/results/2026-11-27-export-memory-cpu/export_memory.py OUT_DIR --hf /tmp/hf --pt /tmp/model.pt
+
+(export.py's arguments after it).
 """
 import os
 import runpy
@@ -10,7 +12,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))  # the repository
 
 
 def main():

@@ -1,8 +1,9 @@
 """
 Generation speed with and without the KV cache, on the CPU, for a small GPT-2 (random weights: the compute is what
-matters). Writes a markdown note to bench/results/ (or --out).
+matters). Prints a markdown note; with --out DIR also writes it to DIR/kv_cache_cpu.md (this folder's is from
+2026-11-27).
 
-    python bench/kv_cache.py --n_layer 6 --n_embd 384 --new_tokens 256
+    python bench/results/2026-11-27-kv-cache-cpu/kv_cache.py --n_layer 6 --n_embd 384 --new_tokens 256 [--out DIR]
 """
 import argparse
 import datetime
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3)))  # the repository
 from model import GPT, GPTConfig  # noqa: E402
 
 
@@ -24,7 +25,7 @@ def main():
     parser.add_argument("--n_embd", type=int, default=384)
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=256)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", help="a folder to write kv_cache_cpu.md to (nothing is written without it)")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=1024)
@@ -51,12 +52,13 @@ def main():
     note += ["", f"Speed-up: {speedup:.1f}x. Without the cache every new token re-runs the whole prefix, so the gap "
              "grows with the length of the sample."]
     text = "\n".join(note) + "\n"
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "kv_cache_cpu.md")
-    with open(path, "w") as f:
-        f.write(text)
     print(text)
-    print(f"wrote {path}")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "kv_cache_cpu.md")
+        with open(path, "w") as f:
+            f.write(text)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
