@@ -65,6 +65,5 @@ run straight-1 --out_dir=/tmp/lt/a --save_checkpoints=False
 run straight-2 --out_dir=/tmp/lt/b --save_checkpoints=False
 TRAIN_FAULT=sigterm@19 run first-half --out_dir=/tmp/lt/c
 run resumed --out_dir=/tmp/lt/c --init_from=resume --save_checkpoints=False
-python3 "$here/micro_losses.py" "$out"/straight-1.log "$out"/straight-2.log "$out"/first-half.log "$out"/resumed.log \
-    > "$out/compare.txt"
+(cd "$out" && python3 "$here/micro_losses.py" straight-1.log straight-2.log first-half.log resumed.log > compare.txt)
 rm -rf "$copy"
