@@ -14,8 +14,8 @@ Each run is its own `deepspeed` launch; its output lines are time-stamped as the
 GPU, MFU, step time and optimizer-step time (median over the iterations after the first 3), peak GPU memory,
 time from launch to the first optimizer step, eval time of the whole val split and checkpoint-save time where the
 run does them. With --concurrent, runs that need fewer GPUs than the machine has share it, each on its own GPUs
-(the host's CPUs and PCIe are shared; the table says which runs overlapped). Results: bench/results/<date>-<card>
-.json and .md (--out to write elsewhere).
+(the host's CPUs and PCIe are shared; the table says which runs overlapped). Results: <date>-<time>-<card>.json
+and .md and the runs' logs, in bench/results/<date>-bench/ (a new experiment's folder; --out to write elsewhere).
 """
 import argparse
 import datetime
@@ -225,7 +225,7 @@ def main():
     parser.add_argument("--gpus", help="comma-separated GPU ids this invocation may use (default: all), so that two "
                                        "invocations, e.g. of two trees, can share a machine")
     parser.add_argument("--timeout", type=int, default=420, help="seconds per run")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", f"{datetime.date.today()}-bench"))
     parser.add_argument("--tag", default="", help="added to the result file names")
     parser.add_argument("--cpu", action="store_true", help="tiny model, 2 CPU processes (CI)")
     parser.add_argument("--list", action="store_true")

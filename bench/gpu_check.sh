@@ -3,12 +3,12 @@
 # Tiny Shakespeare in fp16 and in bf16, evaluates, checkpoints, resumes exactly; then GPT-2 XL shapes for a few
 # iterations.
 #
-#   bench/gpu_check.sh                   # GPUs 0,1; logs and summary.md under bench/results/gpu_check-<date>/
+#   bench/gpu_check.sh                   # GPUs 0,1; logs and summary.md under bench/results/<date>-gpu-check/
 #   GPUS=2,3 RESULTS=/tmp/x bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPUS=${GPUS:-0,1}
-RESULTS=${RESULTS:-bench/results/gpu_check-$(date -u +%Y-%m-%d)}
+RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)-gpu-check}
 WORK=${WORK:-/tmp/gpu_check}
 mkdir -p "$RESULTS" "$WORK"
 [[ -f data/shakespeare/train.bin ]] || python3 data/shakespeare/prepare.py || exit 1

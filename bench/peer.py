@@ -15,14 +15,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_deepspeed as T  # noqa: E402
 from checkpoint import dir_bytes  # noqa: E402
+from dataloader import eval_starts, get_batch, load_split  # noqa: E402
 from model import GPT2_SIZES, GPTConfig, flops_per_token, peak_flops  # noqa: E402
+from settings import DTYPES, derive_batch, fill_ds_config, load_ds_config, training_defaults  # noqa: E402
+
+DEFAULTS = training_defaults()  # the trainer's settings, read from train_deepspeed.py without running it
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dtype", default="bfloat16", choices=list(T.DTYPES))
+    parser.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
     parser.add_argument("--model", default="gpt2-xl", choices=list(GPT2_SIZES))
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--target_batch_size", type=int, default=128)
@@ -39,11 +42,11 @@ def main():
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     torch.cuda.set_device(local_rank)
     deepspeed.init_distributed()
-    ptdtype = T.DTYPES[args.dtype]
-    cfg = dict(T.DEFAULTS, batch_size=args.batch_size, target_batch_size=args.target_batch_size, dtype=args.dtype,
+    ptdtype = DTYPES[args.dtype]
+    cfg = dict(DEFAULTS, batch_size=args.batch_size, target_batch_size=args.target_batch_size, dtype=args.dtype,
                csv_log=False, deepspeed_config=args.deepspeed_config)
-    mb, ga, _ = T.derive_batch(cfg, world)
-    ds = T.fill_ds_config(T.load_ds_config(args.deepspeed_config), cfg, mb, ga, world, "/tmp/peer")
+    mb, ga, _ = derive_batch(cfg, world)
+    ds = fill_ds_config(load_ds_config(args.deepspeed_config), cfg, mb, ga, world, "/tmp/peer")
     shape = GPT2_SIZES[args.model]
     hf_config = GPT2Config(n_positions=1024, vocab_size=50257, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                            attn_implementation="sdpa", **shape)
@@ -54,8 +57,8 @@ def main():
         model=model, model_parameters=model.parameters(), config=ds,
         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-5, betas=(0.9, 0.95), weight_decay=0.1, fused=True))
 
-    train = T.load_split(args.dataset, "train", 1024, 50257)
-    val = T.load_split(args.dataset, "val", 1024, 50257)
+    train = load_split(args.dataset, "train", 1024, 50257)
+    val = load_split(args.dataset, "val", 1024, 50257)
     tokens_per_iter = mb * ga * world * 1024
     flops_tok = flops_per_token(GPTConfig(**shape), 1024)
     peak = peak_flops(torch.cuda.get_device_name(), ptdtype)
@@ -65,7 +68,7 @@ def main():
         t0 = time.time()
         loss_sum = torch.zeros((), device="cuda")
         for micro in range(ga):
-            x, _ = T.get_batch([(train, 1.0)], 1024, mb, 1337, rank, it, micro)
+            x, _ = get_batch([(train, 1.0)], 1024, mb, 1337, rank, it, micro)
             x = torch.from_numpy(x).cuda(non_blocking=True)
             loss = engine(input_ids=x, labels=x).loss
             engine.backward(loss)
@@ -90,7 +93,7 @@ def main():
             print(f"first optimizer step done {time.time() - t_start:.1f}s after the loop started", flush=True)
 
     # the whole val split, windows split across ranks, as train_deepspeed.py evaluates it
-    starts = T.eval_starts(len(val), 1024)
+    starts = eval_starts(len(val), 1024)
     engine.eval()
     torch.cuda.synchronize()
     t0 = time.time()

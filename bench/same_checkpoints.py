@@ -1,6 +1,7 @@
 """
 How many tensors of two runs' checkpoints differ bitwise: every tensor in every .pt file of the tag (weights, fp32
-master, Adam moments, RNG states), in file-name order. For bench/resume_ab.sh and bench/gpu_check.sh.
+master, Adam moments, RNG states), in file-name order. For bench/gpu_check.sh and
+bench/results/2026-11-28-determinism/resume_ab.sh.
 
     python bench/same_checkpoints.py "two straight runs" /tmp/run-a /tmp/run-b [--tag final]
 """
