@@ -16,10 +16,12 @@ mkdir -p "$RESULTS" "$WORK"
 MEDIUM=(--init_from=scratch --n_layer=24 --n_head=16 --n_embd=1024 --block_size=1024 --batch_size=16
         --target_batch_size=64 --learning_rate=6e-4 --min_lr=6e-5 --lr_schedule=cosine --warmup_iters=10
         --lr_decay_iters=40 --eval_interval=20 --eval_iters=-1 --always_save_checkpoint=True --plot=False)
-run() {  # name, then arguments for train_deepspeed.py
+run() {  # name, then arguments for train_deepspeed.py; with TRAIN_FAULT set, tests/faulty_train.py patches it in
     local name=$1; shift
-    echo "== $name: train_deepspeed.py $*"
-    deepspeed --include="localhost:$GPUS" --master_port=$((29500 + RANDOM % 1000)) train_deepspeed.py "$@" \
+    local script=train_deepspeed.py
+    [[ -n ${TRAIN_FAULT:-} ]] && script=tests/faulty_train.py
+    echo "== $name: $script $*"
+    deepspeed --include="localhost:$GPUS" --master_port=$((29500 + RANDOM % 1000)) "$script" "$@" \
         >"$RESULTS/$name.log" 2>&1
     echo "   exit $?"
 }

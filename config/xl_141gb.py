@@ -7,7 +7,7 @@
 #   1 GPU:  32 x 4 x 1 x 1024 = 131,072 tokens per iteration
 #   2 GPUs: 32 x 2 x 2 x 1024 = 131,072 tokens per iteration
 #   4 GPUs: 32 x 1 x 4 x 1024 = 131,072 tokens per iteration
-# Measured on H200s (bench/results/2026-11-28-session10/), tok/s per GPU against micro-batch 16 side by side:
+# Measured on H200s (bench/results/2026-11-28-grad-norm/), tok/s per GPU against micro-batch 16 side by side:
 #   4 GPUs: bf16 51,697 (53.7% MFU) against 50,105-50,142 (+3.1%), fp16 50,474; peak 84.0 GiB per GPU (46.9 at 16)
 #   2 GPUs: bf16 52,429; peak 89.8 GiB (52.0 at 16)
 #   1 GPU:  bf16 53,791 (55.9%) against 52,331 (+2.8%); peak 100.0 GiB (62.2 at 16)

@@ -5,7 +5,7 @@
 #   2 GPUs: 32 x 2 x 2 x 1024 = 131,072 tokens per iteration
 #   4 GPUs: 32 x 1 x 4 x 1024 = 131,072 tokens per iteration
 # Measured on 2 H200s capped at 77 GiB each (an 80 GB card's room beside the CUDA context and NCCL's buffers), side
-# by side with the default micro-batch 16 (bench/results/2026-11-29-session14/): bf16 52,118 against 51,347
+# by side with the default micro-batch 16 (bench/results/2026-11-29-recompute-gelu/): bf16 52,118 against 51,347
 # tok/s/GPU (+1.5%), fp16 51,154 against 50,255 (+1.8%); peak 71.1 GiB per GPU (52.0 at 16). The recompute costs
 # 2.0% (53,194 at 32 without it, 89.8 GiB) and the larger micro-batch gains 3.6%. On 4 GPUs the peak should be lower
 # (84.0 GiB without the recompute, which saved 18.7 GiB on 2): not measured, nor is any of this on an H100.

@@ -175,7 +175,7 @@ def test_start_up_self_test_catches_a_wrong_kernel():
 def test_weights_sit_256_byte_aligned_in_deepspeeds_flat_buffer(size):
     """ZeRO-1/2 flattens each AdamW group's 16-bit parameters, in group order, into one buffer and makes the
     parameters views into it. cuBLASLt's fused GELU matmuls ran 20-45% slower on an H100 when a matrix was only
-    16-byte aligned (bench/results/2026-11-28-h100/fused_check.txt), so every 2-D weight must start at a multiple
+    16-byte aligned (bench/results/2026-11-28-determinism/fused_check.txt), so every 2-D weight must start at a multiple
     of 256 bytes and every bias at a multiple of 16."""
     with torch.device("meta"):
         model = GPT(GPTConfig(**GPT2_SIZES[size])).to(torch.bfloat16)
