@@ -232,6 +232,18 @@ def set_aside_logs(out_dir):
     return moved
 
 
+def is_run_dir(path):
+    """A training run's out_dir (its lock, logs or the trainer's config.json with its "deepspeed" section), with or
+    without checkpoints."""
+    if os.path.exists(os.path.join(path, LOCK)) or os.path.isdir(os.path.join(path, "logs")):
+        return True
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return "deepspeed" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
 def read_marker(tag_dir):
     try:
         with open(os.path.join(tag_dir, COMPLETE)) as f:

@@ -76,16 +76,20 @@ class SecondSignal(KeyboardInterrupt):
 
 
 class StopFlag:
-    """SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal stops at
+    """A file named STOP in out_dir, or SIGTERM/SIGINT, stop the run after the current step, with a checkpoint.
+    SIGTERM/SIGINT set a flag that the ranks agree on at the end of the current step; a second signal stops at
     once, unless it comes within same_stop_seconds of the first: that is the same stop passed on (DeepSpeed's
     launch.py sends SIGTERM to the trainers on its own SIGINT/SIGTERM, which a terminal's Ctrl-C, `pkill -f
     train_deepspeed.py` or a scheduler signalling every process of the job delivers to it as well)."""
     SIGNALS = ("SIGTERM", "SIGINT")
     same_stop_seconds = 2.0  # launch.py passes a signal on within milliseconds; a person's second Ctrl-C takes longer
 
-    def __init__(self, saves=True):
+    REASONS = SIGNALS + ("the STOP file",)
+
+    def __init__(self, saves=True, stop_file=None):
         self.signal = None
         self.then = "saving a checkpoint" if saves else "stopping (save_checkpoints=False: nothing is saved)"
+        self.stop_file = stop_file  # out_dir/STOP, looked for by rank 0: a stop for this run alone
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
@@ -104,11 +108,18 @@ class StopFlag:
                    "once)")
 
     def requests(self):
-        """This rank's vote per signal, to be summed over the ranks (one all-reduce) and read by agreed_stop."""
-        return [float(self.signal == name) for name in self.SIGNALS]
+        """This rank's vote per reason (REASONS), to be summed over the ranks (one all-reduce) and read by
+        agreed_stop."""
+        stop_file = self.stop_file is not None and os.path.exists(self.stop_file)
+        return [float(self.signal == name) for name in self.SIGNALS] + [float(stop_file)]
+
+    def consume_stop_file(self):
+        """The STOP file has stopped the run: it goes, so that the resumed run does not stop at once."""
+        if self.stop_file is not None and os.path.exists(self.stop_file):
+            os.remove(self.stop_file)
 
 
-def agreed_stop(summed, reasons=StopFlag.SIGNALS):
+def agreed_stop(summed, reasons=StopFlag.REASONS):
     """The first reason any rank voted for, from the all-reduced votes; None when no rank did."""
     return next((why for why, n in zip(reasons, summed) if n > 0), None)
 
@@ -155,6 +166,7 @@ def compute_init(ctx, cfg):
               "of that extension (next) then waits for ever; delete it unless a build is running", flush=True)
     timeout = timedelta(minutes=cfg.dist_timeout_minutes)
     ds_patches.apply_collective_timeout(timeout)
+    ds_patches.quiet_deprecations()
     try:
         deepspeed.init_distributed(timeout=timeout)
     except Exception as e:

@@ -12,6 +12,7 @@
 #   MASTER_PORT=29600 ./run_deepspeed_xl.sh                 # the rendezvous port (default 29500; on one machine
 #                                                           #   a free one is picked when 29500 is taken)
 #   SHAKESPEARE_INPUT=/path/input.txt ./run_deepspeed_xl.sh # offline: prepare Tiny Shakespeare from a local copy
+#   DEEPSPEED_LOG_LEVEL=info ./run_deepspeed_xl.sh          # the launcher's own lines too (default: critical only)
 #
 # SIGTERM and SIGINT (Ctrl-C) are forwarded to the training processes, which finish the current step, save a
 # checkpoint and exit with status 75; continue with --init_from=resume. The script exits with the trainer's status.
@@ -53,7 +54,9 @@ if [[ $DATASET == shakespeare && ! -f data/shakespeare/train.bin ]]; then
     "$PYTHON" data/shakespeare/prepare.py ${SHAKESPEARE_INPUT:+--input "$SHAKESPEARE_INPUT"} || exit 2
 fi
 
-launcher=(deepspeed)
+# DeepSpeed's launcher logs ~15 lines of its own per run, and one [ERROR] line after every non-zero exit, which
+# would be the last line on screen after the trainer's own one-line error; the trainer says what happened
+launcher=(deepspeed --log_level="${DEEPSPEED_LOG_LEVEL:-critical}")
 if [[ -n ${HOSTFILE:-} ]]; then
     [[ -f $HOSTFILE ]] || die "hostfile $HOSTFILE not found"
     launcher+=(--hostfile="$HOSTFILE")
@@ -66,8 +69,10 @@ else
         [[ -n ${NUM_GPUS:-} ]] || die "no GPU is visible; for a CPU smoke run set NUM_GPUS (processes) and use config/cpu_tiny.py"
         visible=$NUM_GPUS
         unit="CPU processes"
+        export DS_ACCELERATOR=cpu  # chosen, not detected: DeepSpeed then warns in no process of a GPU it lacks
     fi
     GPUS=${NUM_GPUS:-$visible}
+    if [[ $GPUS -eq 1 ]]; then unit=${unit/GPUs/GPU}; unit=${unit/processes/process}; fi
     [[ $GPUS -le $visible ]] || die "NUM_GPUS=$GPUS but only $visible GPUs are visible"
     if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
         # the deepspeed launcher rewrites CUDA_VISIBLE_DEVICES itself; --include keeps the chosen cards

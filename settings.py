@@ -96,7 +96,12 @@ def parse_config(argv, defaults=None, source=TRAIN_SCRIPT,
             raise InputError(f"{arg} has no value; write {key}={value}")
     for arg in [a for a in argv if not a.startswith("--")]:
         if not os.path.isfile(arg):
-            raise InputError(f"config file {arg} not found; give the path of a .py file of settings, or --key=value")
+            folder = os.path.dirname(arg) or "."
+            near = difflib.get_close_matches(os.path.basename(arg), sorted(os.listdir(folder)), n=1) \
+                if os.path.isdir(folder) else []
+            hint = f"did you mean {os.path.join(os.path.dirname(arg), near[0])}? Or " if near else ""
+            raise InputError(f"config file {arg} not found; {hint}give the path of a .py file of settings, or "
+                             "--key=value")
         scope = {}
         try:
             with open(arg) as f:
@@ -125,7 +130,14 @@ def parse_config(argv, defaults=None, source=TRAIN_SCRIPT,
     return cfg
 
 
+LAUNCHER_FLAGS = ("num_gpus", "num_nodes", "master_port", "master_addr", "hostfile", "include", "exclude",
+                  "node_rank", "no_ssh", "launcher", "nproc_per_node", "nnodes", "rdzv_endpoint")
+
+
 def check_setting(key, value, defaults, source, script="train_deepspeed.py"):
+    if key not in defaults and key in LAUNCHER_FLAGS:
+        raise InputError(f"--{key} is a flag of the launcher, not a setting of {script}; put it before the script: "
+                         f"deepspeed --{key}=... {script} [config.py] [--key=value ...]")
     if key not in defaults:
         close = difflib.get_close_matches(key, defaults, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; the settings are the globals of {script}"
@@ -169,15 +181,16 @@ def check_ranges(cfg, rules=SETTING_RANGES):
             raise InputError(f"setting {key} must be {allowed}, got {cfg[key]!r}")
 
 
-def derive_batch(cfg, world_size):
-    """(micro-batch, accumulation steps, sequences per iteration), checked against target_batch_size."""
+def derive_batch(cfg, world_size, unit="GPUs"):
+    """(micro-batch, accumulation steps, sequences per iteration), checked against target_batch_size; `unit` names
+    the ranks in its message (GPUs, or CPU processes)."""
     mb, ga = cfg["batch_size"], cfg["gradient_accumulation_steps"]
     if mb < 1 or ga < 1:
         raise InputError(f"batch_size ({mb}) and gradient_accumulation_steps ({ga}) must be at least 1")
     target = cfg["target_batch_size"]
     if target > 0:
         if target % (mb * world_size):
-            raise InputError(f"target_batch_size {target} is not a multiple of batch_size {mb} x {world_size} GPUs "
+            raise InputError(f"target_batch_size {target} is not a multiple of batch_size {mb} x {world_size} {unit} "
                              f"= {mb * world_size}; change target_batch_size or batch_size")
         ga = target // (mb * world_size)
     return mb, ga, mb * ga * world_size
@@ -292,7 +305,8 @@ def check_settings(cfg, world_size, on_gpu, device_name="cuda"):
         raise InputError(f"profile_iteration {cfg.profile_iteration} is never reached: iterations run 1 to "
                          f"{cfg.max_iters}; choose one in that range (after the first few, which warm up), or 0 for "
                          "none")
-    _, cfg["gradient_accumulation_steps"], _ = derive_batch(cfg, world_size)
+    unit = ("GPU", "GPUs") if on_gpu else ("CPU process", "CPU processes")
+    _, cfg["gradient_accumulation_steps"], _ = derive_batch(cfg, world_size, unit[world_size > 1])
     if cfg.dtype == "float16" and not on_gpu:
         raise InputError(f"dtype='float16' needs a GPU (DeepSpeed: Type fp16 is not supported on {device_name}); "
                          "use --dtype=bfloat16 or --dtype=float32 here")
@@ -350,6 +364,10 @@ def resolve_init(cfg):
             return None, None, ckpt.verify(os.path.join(source_dir, tag))["model_config"]["block_size"]
         except ckpt.CheckpointError as e:
             raise InputError(choose_with(str(e), f"with --init_from={source_dir}/TAG")) from None
+    if os.path.isdir(cfg.init_from) and ckpt.is_run_dir(cfg.init_from):
+        raise InputError(f"init_from {cfg.init_from} is a training run's out_dir that holds no checkpoint (yet); "
+                         f"wait for its first save, resume it with --init_from=resume --out_dir={cfg.init_from}, or "
+                         "choose another init_from")
     if not os.path.isdir(cfg.init_from) and cfg.init_from not in GPT2_SIZES:
         raise InputError(f"unknown init_from {cfg.init_from!r}: use 'scratch', 'resume', one of "
                          f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 directory or a checkpoint directory")

@@ -93,6 +93,7 @@ plot = True  # write out_dir/loss.png at the end of the run
 profile_iteration = 0  # record iteration N (as logged) with torch.profiler: out_dir/profile/rank_<r>.json.gz; 0 = off
 # -----------------------------------------------------------------------------
 DEFAULTS = training_defaults(__file__)  # the settings above, as parse_config and --help read them
+STOP_FILE = "STOP"  # `touch out_dir/STOP` stops that run after its current step, with a checkpoint
 
 def get_lr(step, learning_rate, lr_schedule="constant", warmup_iters=0, lr_decay_iters=0, min_lr=0.0):
     """LR for the optimizer step that follows `step` applied steps: linear warmup, then constant or a
@@ -137,6 +138,9 @@ def open_run_dir(cfg, ctx, resuming, monitor_sections):
         else:
             for note in ckpt.recover(cfg.out_dir):
                 print0(f"checkpoint recovery: {note}")
+            if os.path.exists(os.path.join(cfg.out_dir, STOP_FILE)):  # it stops the run it is made during, only
+                os.remove(os.path.join(cfg.out_dir, STOP_FILE))
+                print0(f"removed {os.path.join(cfg.out_dir, STOP_FILE)}, left from before this start")
             moved = None if resuming else ckpt.set_aside_logs(cfg.out_dir)
             if moved:
                 print0(f"the logs of an earlier run that saved no checkpoint moved to {moved}")
@@ -242,6 +246,23 @@ def print_summary(cfg, ctx, model, origin, fused_note, ds_config, zero_stage, st
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:  # "model": the shape actually trained
         json.dump({**cfg, "world_size": ctx.world_size, "tokens_per_iter": seqs * cfg.block_size, "model": vars(mc),
                    "deepspeed": ds_config}, f, indent=2)
+
+
+def print_done(cfg, loop, start_iter, seconds):
+    """Rank 0, at the end of a run: what it did, where its checkpoints are, and what to run next."""
+    out = cfg.out_dir
+    print0(f"done: iterations {start_iter} -> {loop['iter']} in {format_duration(seconds)} "
+           f"({loop['tokens_seen']:,} tokens trained in all); best val loss {loop['best_val_loss']:.4f}")
+    if not cfg.save_checkpoints:
+        print0("no checkpoints were written (save_checkpoints=False)")
+        return
+    best = ckpt.read_marker(os.path.join(out, "best"))
+    tag = "best" if best is not None else ckpt.read_latest(out)
+    where = f" (iteration {best['iteration']})" if best is not None else ""
+    print0(f"checkpoints in {out}: {', '.join(ckpt.saved_tags(out))}; latest = {ckpt.read_latest(out)}")
+    print0(f"next: python sample.py --init_from={os.path.join(out, tag)}{' ' * 4}# sample from {tag}{where}")
+    print0(f"      python export.py {os.path.join(out, tag)}{' ' * 4}# Hugging Face GPT-2 folder: "
+           f"{os.path.join(out, 'export', tag + '-hf')}")
 
 
 # -----------------------------------------------------------------------------
@@ -419,7 +440,7 @@ def run(cfg):
     from model import flops_per_token, peak_flops
     flops_tok = flops_per_token(model.config, cfg.block_size)
     peak = peak_flops(torch.cuda.get_device_name(ctx.local_rank), DTYPES[cfg.dtype]) if ctx.on_gpu else None
-    stop = StopFlag(saves=cfg.save_checkpoints)
+    stop = StopFlag(saves=cfg.save_checkpoints, stop_file=os.path.join(cfg.out_dir, STOP_FILE) if ctx.master else None)
     after_stop = ("continue with --init_from=resume" if cfg.save_checkpoints
                   else "nothing was saved (save_checkpoints=False)")
     step_timer = StepTimer(ctx.on_gpu)
@@ -517,7 +538,7 @@ def run(cfg):
             dist.all_reduce(flags)
             flags = flags.tolist()
             mean_loss = flags[0] / world_size
-            stop_reason = agreed_stop(flags[1:], StopFlag.SIGNALS + ("max_runtime",))
+            stop_reason = agreed_stop(flags[1:], StopFlag.REASONS + ("max_runtime",))
             nonfinite = not math.isfinite(mean_loss)
             if overflow_scan_off and cfg.dtype == "bfloat16":
                 ds_patches.scan_this_step(optimizer, nonfinite)  # DeepSpeed then skips the step, clears the grads
@@ -584,11 +605,15 @@ def run(cfg):
     finally:
         progress.close()
 
+    if stop_reason == "the STOP file" and ctx.master:
+        stop.consume_stop_file()
     if status == 0 and ctx.master and cfg.plot and cfg.csv_log:
         from plot import plot_run
         path = plot_run(cfg.out_dir)
         if path:
             print0(f"loss plot: {path}")
+    if status == 0:
+        print_done(cfg, loop, start_iter, time.time() - t_start)
     return status
 
 

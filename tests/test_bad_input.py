@@ -418,3 +418,41 @@ def test_launcher_script_rejects_a_bad_num_gpus(value):
                           text=True, timeout=120)
     assert proc.returncode == settings.EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [f"error: NUM_GPUS must be a whole number >= 1, got '{value}'"]
+
+
+# ---- what a new user trips over: each message says what the input is and what to do
+
+
+def test_init_from_a_run_without_checkpoints_says_so(tmp_path, shakespeare):
+    run_dir = tmp_path / "earlier-run"
+    (run_dir / "logs" / "csv").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"deepspeed": {}, "init_from": "scratch"}))
+    msg = error_of([*base(tmp_path, shakespeare), f"--init_from={run_dir}"])
+    assert msg == (f"init_from {run_dir} is a training run's out_dir that holds no checkpoint (yet); wait for its "
+                   f"first save, resume it with --init_from=resume --out_dir={run_dir}, or choose another init_from")
+
+
+def test_a_launcher_flag_after_the_script_says_where_it_goes(tmp_path):
+    msg = error_of([*TINY, "--master_port=29600"])
+    assert msg == ("--master_port is a flag of the launcher, not a setting of train_deepspeed.py; put it before the "
+                   "script: deepspeed --master_port=... train_deepspeed.py [config.py] [--key=value ...]")
+    assert "did you mean" in error_of([*TINY, "--batchsize=4"])  # a misspelt setting is still that
+
+
+def test_a_finished_run_resumed_with_a_bad_block_size_is_refused(tmp_path, shakespeare):
+    out = tmp_path / "out"
+    tag_at_30(out, "final", world_size=1, dtype="float32")
+    msg = error_of([*base(tmp_path, shakespeare), "--init_from=resume", "--max_iters=30", "--block_size=128"])
+    assert msg == "block_size 128 exceeds the model's context of 64 tokens; use --block_size=64 or less"
+
+
+def test_batch_arithmetic_on_the_cpu_names_cpu_processes(tmp_path, shakespeare):
+    msg = error_of([*base(tmp_path, shakespeare), "--target_batch_size=7"])
+    assert msg == ("target_batch_size 7 is not a multiple of batch_size 4 x 1 CPU process = 4; change "
+                   "target_batch_size or batch_size")
+
+
+def test_a_missing_config_file_gets_the_near_name():
+    msg = error_of(["config/cpu_tinny.py"])
+    assert msg == ("config file config/cpu_tinny.py not found; did you mean config/cpu_tiny.py? Or give the path of a "
+                   ".py file of settings, or --key=value")

@@ -360,3 +360,30 @@ def test_max_runtime_saves_and_exits_75(shakespeare, tmp_path):
     n = int(re.search(r"stopped on max_runtime after iteration (\d+); continue with --init_from=resume",
                       proc.stdout).group(1))
     assert 1 <= n < 20 and ckpt.read_latest(str(out)) == f"iter_{n}"
+
+
+def test_a_stop_file_stops_that_run_alone(shakespeare, tmp_path):
+    """`touch out_dir/STOP`: this run saves after its current step and exits 75; another run on the machine goes
+    on; the file goes, so that the resume does not stop at once, and a leftover one is removed at start."""
+    out, other = tmp_path / "out", tmp_path / "other"
+    args = [*TINY, f"--dataset={shakespeare}", "--max_iters=1000", "--eval_interval=500"]
+    proc, bystander = start([*args, f"--out_dir={out}"]), start([*args, f"--out_dir={other}"])
+    lines, other_lines = [], []
+    read_until(proc, r"^iter 2/", lines)
+    read_until(bystander, r"^iter 2/", other_lines)
+    (out / "STOP").touch()
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == settings.EXIT_PREEMPTED, "".join(lines[-30:])
+    log = "".join(lines)
+    n = int(re.search(r"^stopped on the STOP file after iteration (\d+); continue with --init_from=resume$", log,
+                      re.M).group(1))
+    assert ckpt.read_latest(str(out)) == f"iter_{n}" and not (out / "STOP").exists()
+    assert bystander.poll() is None  # the other run trains on
+    os.kill(trainer_pids(bystander.pid)[0], signal.SIGTERM)
+    other_lines += bystander.stdout.readlines()
+    assert bystander.wait(timeout=120) == settings.EXIT_PREEMPTED
+    (out / "STOP").touch()  # left over: it must not stop the resumed run
+    resumed = launch([*args, f"--out_dir={out}", "--init_from=resume", f"--max_iters={n + 2}"])
+    assert_ok(resumed)
+    assert f"removed {out}/STOP, left from before this start" in resumed.stdout
+    assert sorted(iter_losses(resumed.stdout)) == [n + 1, n + 2]

@@ -220,7 +220,7 @@ def test_script_prints_no_batch_arithmetic_of_its_own(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "model scratch on 2 CPU processes, float32",
-        f"deepspeed --num_gpus=2 --master_port={port} train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
+        f"deepspeed --log_level=critical --num_gpus=2 --master_port={port} train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
         "--target_batch_size=12"]
 
 
@@ -237,7 +237,7 @@ def test_script_picks_a_free_port_when_29500_is_taken(tmp_path):
     assert port != 29500
     assert lines[0] == (f"port 29500 is in use (another job on this machine?); using port {port} "
                         "(set MASTER_PORT to choose)")
-    assert f"deepspeed --num_gpus=2 --master_port={port} train_deepspeed.py" in lines[2]
+    assert f"deepspeed --log_level=critical --num_gpus=2 --master_port={port} train_deepspeed.py" in lines[2]
 
 
 def test_script_leaves_the_port_to_the_hostfile_run(tmp_path):
@@ -251,9 +251,9 @@ def test_script_leaves_the_port_to_the_hostfile_run(tmp_path):
     finally:
         if held:
             held.close()
-    assert proc.stdout.splitlines()[-1].startswith(f"deepspeed --hostfile={hostfile} train_deepspeed.py ")
+    assert proc.stdout.splitlines()[-1].startswith(f"deepspeed --log_level=critical --hostfile={hostfile} train_deepspeed.py ")
     assert with_port.stdout.splitlines()[-1].startswith(
-        f"deepspeed --hostfile={hostfile} --master_port=29501 train_deepspeed.py ")
+        f"deepspeed --log_level=critical --hostfile={hostfile} --master_port=29501 train_deepspeed.py ")
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "65536", "-1"])
@@ -293,3 +293,34 @@ def test_script_help_shows_its_header_and_the_settings(tmp_path):
     assert "MASTER_PORT=29600 ./run_deepspeed_xl.sh" in proc.stdout
     assert "\nbatch_size = 16  # micro-batch" in proc.stdout
     assert "deepspeed " not in proc.stdout.split("usage:")[0]  # nothing launched
+
+
+@pytest.mark.slow
+def test_a_run_through_the_script_is_quiet_and_ends_with_what_next(shakespeare, tmp_path):
+    """Through ./run_deepspeed_xl.sh: none of DeepSpeed's [INFO] lines, no warning about a missing GPU, no
+    FutureWarning; the run ends with its summary and the next commands, which work as printed."""
+    out = tmp_path / "out"
+    env = train_env({"NUM_GPUS": "2", "PYTHON": sys.executable,
+                     "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    env.pop("DS_ACCELERATOR")  # the script chooses it
+    proc = subprocess.run(["./run_deepspeed_xl.sh", "config/cpu_tiny.py", f"--dataset={shakespeare}",
+                           f"--out_dir={out}", "--max_iters=4", "--eval_interval=2", "--eval_iters=2", "--plot=False"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "[INFO]" not in output and "[WARNING]" not in output and "FutureWarning" not in output, output[:3000]
+    lines = proc.stdout.splitlines()
+    assert lines[-4].startswith("done: iterations 0 -> 4 in ") and "(4,096 tokens trained in all); best val loss" \
+        in lines[-4]
+    assert lines[-3] == f"checkpoints in {out}: best, final, iter_2; latest = final"
+    sample, export = lines[-2].split("#")[0].split()[1:], lines[-1].split("#")[0].split()
+    assert sample == ["python", "sample.py", f"--init_from={out}/best"] and export == ["python", "export.py",
+                                                                                          f"{out}/best"]
+    sampled = subprocess.run([sys.executable, *sample[1:], "--max_new_tokens=5", "--num_samples=1", "--device=cpu"],
+                             cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0 and sampled.stdout.strip(), sampled.stderr[-2000:]
+    exported = subprocess.run([sys.executable, *export[1:]], cwd=REPO, env=train_env(), capture_output=True,
+                              text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert lines[-1].endswith(f"# Hugging Face GPT-2 folder: {out}/export/best-hf")
+    assert (out / "export" / "best-hf" / "model.safetensors").exists()
