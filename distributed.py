@@ -167,6 +167,7 @@ def compute_init(ctx, cfg):
     timeout = timedelta(minutes=cfg.dist_timeout_minutes)
     ds_patches.apply_collective_timeout(timeout)
     ds_patches.quiet_deprecations()
+    ds_patches.explain_build_lock_waits()
     try:
         deepspeed.init_distributed(timeout=timeout)
     except Exception as e:
@@ -203,6 +204,68 @@ def raise_together(failure, device):
     dist.all_reduce(failed)
     if failed.item():
         raise InputError(failure or "another rank failed (its own line says why)")
+
+
+def same_on_every_rank(text, device):
+    """Whether every rank passed the same text (one all-reduce of its CRC32 and its negation: max == min)."""
+    import zlib
+    import deepspeed.comm as dist
+    h = float(zlib.crc32(text.encode()))
+    both = torch.tensor([h, -h], device=device, dtype=torch.float64)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return both[0].item() == -both[1].item()
+
+
+def check_shared_out_dir(out_dir, ctx):
+    """Every rank must see the out_dir rank 0 writes (rank 0 alone checks and renames a save's files): rank 0
+    writes a file of a random token there, and each rank reads it back. One line on every rank that does not."""
+    import deepspeed.comm as dist
+    token = torch.randint(1, 2 ** 31 - 1, (1,), dtype=torch.int64).to(ctx.device)
+    dist.broadcast(token, 0)
+    probe = os.path.join(out_dir, ".shared-check")
+    if ctx.master:
+        with open(probe, "w") as f:
+            f.write(str(token.item()))
+    dist.barrier()
+    try:
+        with open(probe) as f:
+            seen = f.read().strip() == str(token.item())
+    except OSError:
+        seen = False
+    missing = torch.tensor([float(not seen)], device=ctx.device)
+    dist.all_reduce(missing)
+    if ctx.master:
+        os.remove(probe)
+    if missing.item():
+        raise InputError(f"[rank {ctx.rank}] " + (
+            f"out_dir {out_dir} is not the folder rank 0 writes to (rank 0's test file is not there): every node "
+            "needs the same out_dir on a shared filesystem; mount it on every node, or give a path they all share"
+            if not seen else f"{int(missing.item())} rank(s) do not see this out_dir {out_dir} (their lines say so): "
+            "every node needs the same out_dir on a shared filesystem"), every_rank=True)
+
+
+def check_same_start(cfg, ctx, start):
+    """Every rank must resume the same checkpoint (a stale copy of out_dir on one node would resume another)."""
+    marker = start["marker"]
+    if marker is None:
+        mine = "a new run"
+    else:
+        saved_at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(marker.get("saved_at", 0)))
+        mine = f"{start['tag']} (iteration {marker['iteration']}, saved at {saved_at} UTC)"
+    if not same_on_every_rank(mine, ctx.device):
+        raise InputError(f"[rank {ctx.rank}] would start {mine} from {cfg.out_dir}, and another rank another state: "
+                         "every rank must see the same out_dir (a shared filesystem, not a stale copy on one node); "
+                         "nothing was loaded", every_rank=True)
+
+
+def weights_finite(model, device):
+    """Whether every weight of every rank is finite (one multi-tensor norm, then one all-reduce): a NaN that
+    reached the weights must not be saved as a checkpoint to go on from."""
+    import deepspeed.comm as dist
+    norms = torch._foreach_norm([p.detach() for p in model.parameters()])
+    finite = torch.stack(norms).isfinite().all().to(device=device, dtype=torch.float32).view(1)
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def compute_cleanup():

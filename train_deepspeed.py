@@ -23,7 +23,8 @@ import checkpoint as ckpt
 import ds_patches
 from dataloader import Batches, continual_data_seed, load_splits
 from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, compute_cleanup, compute_init,
-                         environment, print0, print_line, raise_together, seed_everything)
+                         check_same_start, check_shared_out_dir, environment, print0, print_line, raise_together,
+                         seed_everything, weights_finite)
 from monitoring import (StepTimer, estimate_model_state_memory, format_bytes, format_duration,
                         format_log, monitor_events, out_of_memory_line, start_monitors, start_profiler,
                         stop_profiler, trim_csv_logs)
@@ -159,6 +160,7 @@ def open_run_dir(cfg, ctx, resuming, monitor_sections):
     finally:  # after that collective every rank has mapped its peers' buffers: the names can go, even on failure
         if not ctx.on_gpu:
             ds_patches.release_cpu_allreduce_buffer(ctx.rank)
+    check_shared_out_dir(cfg.out_dir, ctx)
     return monitor
 
 
@@ -410,6 +412,7 @@ def run(cfg):
     # ---- the process group, the out_dir, the model and its engine
     compute_init(ctx, cfg)
     monitor = open_run_dir(cfg, ctx, marker is not None, monitor_sections)
+    check_same_start(cfg, ctx, start)
     seed_everything(cfg.seed)  # identical initialisation on every rank
     model, origin = build_model(cfg, ctx.device, vocab_size, marker)
     fused_note = prepare_model(model, cfg, ctx, zero_stage)
@@ -463,7 +466,7 @@ def run(cfg):
             loop["iter"] = it
 
             # ---- evaluate, save, stop: what to save is decided here, and saved in one place below
-            tags, farewell = [], None
+            tags, farewell, losses = [], None, None
             evaluating = (it % cfg.eval_interval == 0 or last_step) and loop["last_eval_iter"] != it
             if stop_reason is not None:  # the ranks agreed to stop after the step that ended here
                 tags, status = [f"iter_{it}"], EXIT_PREEMPTED
@@ -506,6 +509,15 @@ def run(cfg):
                         farewell = f"stopped on {stop_reason} at iteration {it}, after its eval; {after_stop}"
             elif last_step:
                 tags, status = ["final"], 0
+            broken_eval = losses is not None and not all(map(math.isfinite, losses.values()))
+            if broken_eval or (tags and not weights_finite(model, ctx.device)):  # never best, final or latest
+                last_good = ckpt.read_latest(cfg.out_dir) if cfg.save_checkpoints else None
+                what = "eval loss is" if broken_eval else "weights are"
+                print0(f"error: at iteration {it} the {what} no longer finite: nothing was saved; the last good "
+                       f"checkpoint is {last_good or 'none (nothing was saved)'}. "
+                       "Resume from it with a lower --learning_rate or --dtype=bfloat16, or check the data",
+                       file=sys.stderr)
+                tags, status, farewell = [], EXIT_DIVERGED, None
             if tags:
                 save(tags)
             if farewell:
@@ -624,8 +636,13 @@ def main(argv):
         cfg = parse_config(argv, DEFAULTS)
         status = run(cfg)
     except InputError as e:
+        import torch.distributed as tdist
         if e.every_rank or rank == "0":
             print_line(f"error: {e}")
+        elif os.environ.get("LOCAL_RANK") == "0" and not tdist.is_initialized():
+            # found before the ranks could agree: another node's own disk state (its out_dir, its data) may differ
+            # from rank 0's, so the first rank of each node says what it found
+            print_line(f"error: [rank {rank}] {e}")
         sys.exit(EXIT_BAD_INPUT)
     except ckpt.SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
         print_line(f"error: {e}")

@@ -6,6 +6,7 @@ that production code carries no switch for a test.
 SPEC, from $TRAIN_FAULT: KIND@FIRST[-LAST][:RANK],... (rank 0 when left out), iterations counted from 0 as the loop
 counts them (iteration 3 is logged as iter 4). The kinds:
     nan               the training loss of that iteration is NaN
+    nan_weights       that rank's weights turn NaN at that iteration's first micro-batch (ln_f's weight)
     crash             RuntimeError at that iteration's first micro-batch
     sigterm           SIGTERM to itself at that iteration's first micro-batch (as a scheduler would send it)
     hang              sleep for an hour at that iteration (a stuck rank)
@@ -82,6 +83,8 @@ def on_batch(get):
 
 def on_forward(forward):
     def faulty_forward(self, *args, **kwargs):
+        if self.training and now["micro_step"] == 0 and due("nan_weights", now["iteration"]):
+            self.transformer.ln_f.weight.data.fill_(float("nan"))
         logits, loss = forward(self, *args, **kwargs)
         if loss is not None and due("nan", now["iteration"]):
             loss = loss * float("nan")

@@ -387,3 +387,16 @@ def test_a_stop_file_stops_that_run_alone(shakespeare, tmp_path):
     assert_ok(resumed)
     assert f"removed {out}/STOP, left from before this start" in resumed.stdout
     assert sorted(iter_losses(resumed.stdout)) == [n + 1, n + 2]
+
+
+def test_nan_weights_are_never_saved(shakespeare, tmp_path):
+    """Weights gone NaN on one rank: its loss is NaN (the step skipped), the next eval's loss is NaN, and the run
+    stops with exit 3 naming the last good tag; nothing NaN becomes best, final or latest."""
+    out = tmp_path / "out"
+    proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=12", "--eval_interval=3",
+                   "--always_save_checkpoint=True"], faults="nan_weights@4:1")
+    assert proc.returncode == settings.EXIT_DIVERGED, proc.stdout[-3000:]
+    assert re.search(r"^eval 6: train loss nan \| val loss nan", proc.stdout, re.M), proc.stdout[-3000:]
+    assert ("error: at iteration 6 the eval loss is no longer finite: nothing was saved; the last good checkpoint is "
+            "iter_3. Resume from it with a lower --learning_rate or --dtype=bfloat16, or check the data") in proc.stdout
+    assert ckpt.read_latest(str(out)) == "iter_3" and ckpt.saved_tags(str(out)) == ["best", "iter_3"]

@@ -1,7 +1,9 @@
 """Pure helpers of the trainer: configuration, batch arithmetic, LR schedule, batches, eval windows."""
 import json
 import math
+import re
 import os
+import time
 
 import numpy as np
 import pytest
@@ -362,3 +364,22 @@ def test_out_dir_lock_held_free_and_on_a_filesystem_without_locks(tmp_path, monk
     assert ckpt.lock_out_dir(str(out), warn=said.append) is None
     assert said == [f"warning: {out} is on a filesystem without file locks (Function not implemented): nothing stops "
                     "a second run started into it while this one runs"]
+
+
+def test_a_wait_on_a_torch_extension_lock_says_what_it_waits_for(tmp_path, monkeypatch):
+    """A killed build of a torch extension leaves its lock, and every later build waits on it: the wait says so."""
+    import threading
+    import ds_patches
+    from torch.utils.file_baton import FileBaton
+    lock = tmp_path / "lock"
+    lock.touch()
+    said = []
+    monkeypatch.setattr(FileBaton, "wait", FileBaton.wait)  # torch's own again after the test
+    ds_patches.explain_build_lock_waits(first_after_s=0.2, every_s=0.3, say=said.append)
+    threading.Timer(1.0, lock.unlink).start()  # the user deletes it
+    t0 = time.time()
+    FileBaton(str(lock), wait_seconds=0.05).wait()
+    assert 0.9 < time.time() - t0 < 5 and 2 <= len(said) <= 4, said
+    assert re.fullmatch(rf"waiting \d+s for {lock}: another process is building this torch extension, or a killed "
+                        rf"build left its lock; if no build is running \(pgrep -f ninja finds none\), delete it: rm "
+                        rf"{lock}", said[0]), said[0]
