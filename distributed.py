@@ -195,15 +195,23 @@ def stale_build_locks(root=None, max_age_s=600):
     return sorted(p for p in locks if now - os.path.getmtime(p) > max_age_s)
 
 
-def raise_together(failure, device):
+def raise_together(failure, device, every_rank=False):
     """An InputError on every rank when any rank has a failure (a one-line message, or None), so that a problem
-    one rank finds ends the run on all of them instead of leaving them in a collective; rank 0's words are
-    printed."""
+    one rank finds ends the run on all of them instead of leaving them in a collective. Rank 0's words are printed;
+    with every_rank (a failure of a rank's own files), each failing rank prints its own, and rank 0 says how many
+    failed when it did not."""
     import deepspeed.comm as dist
     failed = torch.tensor([float(failure is not None)], device=device)
     dist.all_reduce(failed)
-    if failed.item():
+    if not failed.item():
+        return
+    if not every_rank:
         raise InputError(failure or "another rank failed (its own line says why)")
+    if failure is None:
+        failure = f"[rank {dist.get_rank()}] {int(failed.item())} other rank(s) failed (their lines say why)"
+        if dist.get_rank() != 0:
+            raise InputError(failure, every_rank=False)  # silent: rank 0 says it once
+    raise InputError(failure, every_rank=True)
 
 
 def same_on_every_rank(text, device):

@@ -196,12 +196,13 @@ def loop_state(cfg, ctx, start, splits, engine, optimizer, load_dir):
     if start["marker"] is None:
         seed_everything(cfg.seed, ctx.rank)  # dropout differs across ranks, reproducibly
         return loop
-    tag = start["tag"]
-    try:
+    tag, failure = start["tag"], None
+    try:  # each rank reads files of its own: a failure on one is agreed, so that no rank is left in a collective
         ckpt.load_run(engine, optimizer, load_dir, tag, loop, start["marker"], ctx.device, cfg.seed, warn=print0)
     except ckpt.CheckpointError as e:
         others = choose_with(ckpt.other_tags(os.path.join(cfg.out_dir, tag)), "tag with --resume_tag=TAG")
-        raise InputError(f"{e}; {others}") from None
+        failure = f"[rank {ctx.rank}] {e}; {others}"
+    raise_together(failure, ctx.device, every_rank=True)
     return loop
 
 

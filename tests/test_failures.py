@@ -400,3 +400,23 @@ def test_nan_weights_are_never_saved(shakespeare, tmp_path):
     assert ("error: at iteration 6 the eval loss is no longer finite: nothing was saved; the last good checkpoint is "
             "iter_3. Resume from it with a lower --learning_rate or --dtype=bfloat16, or check the data") in proc.stdout
     assert ckpt.read_latest(str(out)) == "iter_3" and ckpt.saved_tags(str(out)) == ["best", "iter_3"]
+
+
+def test_one_ranks_damaged_file_ends_every_rank_with_its_line(reference_run, tmp_path, shakespeare):
+    """A damaged pickle in rank 1's own optimizer shard (the copy's best is intact: copytree makes no hard links):
+    rank 1 says why, rank 0 that another rank failed; both exit
+    2, none left in a collective (the others used to die in gloo with `Connection closed by peer`)."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(reference_run[0], out)
+    shard = out / "final" / ckpt.zero_shard_name(1)
+    data = bytearray(shard.read_bytes())
+    data[:50] = b"x" * 50  # same size: the size check passes, reading it cannot
+    shard.write_bytes(bytes(data))
+    proc = launch([*reference_args(shakespeare, out), "--init_from=resume", "--max_iters=14"])
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    errors = sorted(line for line in proc.stdout.splitlines() if line.startswith("error:"))
+    assert len(errors) == 2 and errors[0] == "error: [rank 0] 1 other rank(s) failed (their lines say why)", errors
+    assert errors[1].startswith(f"error: [rank 1] checkpoint {out}/final could not be loaded (") and \
+        errors[1].endswith("; choose another tag with --resume_tag=TAG: best, iter_6"), errors
+    assert "Traceback" not in proc.stdout and "Connection closed" not in proc.stdout
