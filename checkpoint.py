@@ -25,6 +25,7 @@ import re
 import shutil
 import time
 
+import numpy as np
 import torch
 
 LATEST = "latest"
@@ -52,6 +53,59 @@ def rank_state_name(rank):
 
 def zero_shard_name(rank):
     return f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+
+
+# -----------------------------------------------------------------------------
+# loading without running code: every torch.load in the process loads weights only
+
+
+def safe_loading():
+    """From here on every torch.load of this process, and of processes it starts, uses torch's weights-only
+    unpickler, which builds tensors, numbers, strings and containers and runs no code: DeepSpeed's own loads too
+    (engine.load_checkpoint, zero_to_fp32, ds_to_universal pass weights_only=False, which TORCH_FORCE_WEIGHTS_ONLY_LOAD
+    overrides). Allowed besides: the few plain-data classes that DeepSpeed's and this project's files hold."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    torch.serialization.add_safe_globals([
+        fragment_address, ZeroStageEnum, LossScaler, DynamicLossScaler,  # ZeRO optimizer shards
+        np.ndarray, np.dtype, np.dtypes.UInt32DType, np._core.multiarray._reconstruct,  # numpy's RNG state
+    ])
+
+
+def load_error(error):
+    """What went wrong in a torch.load, in a few words: for a damaged file under weights-only loading, the
+    unpickler's own reason, not torch's advice to load it unsafely."""
+    text = str(error)
+    reason = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text, re.S)
+    if reason:
+        return f"UnpicklingError: {' '.join(reason.group(1).split())}"
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def refused(tag_dir, error):
+    """The one line for a file that weights-only loading refused (it holds an object whose loading could run
+    code), naming the files of tag_dir that hold such objects; None for any other error."""
+    if "Weights only load failed" not in str(error):
+        return None
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()
+               if not isinstance(g, tuple)}
+    bad = {}
+    for name in sorted(os.listdir(tag_dir)) if os.path.isdir(tag_dir) else []:
+        if name.endswith(".pt"):
+            try:
+                found = [g for g in get_unsafe_globals_in_checkpoint(os.path.join(tag_dir, name)) if g not in allowed]
+            except Exception:
+                continue  # not a torch zip file: it fails on its own terms
+            if found:
+                bad[name] = found
+    if not bad:  # weights-only loading failed on a damaged file, not on an object
+        return None
+    what = "; ".join(f"{os.path.join(tag_dir, n)} ({', '.join(g)})" for n, g in bad.items())
+    return (f"checkpoint file {what} holds Python objects that are not plain data: refused, since loading them "
+            f"could run code; use a checkpoint from a source you trust, or {other_tags(tag_dir)}")
 
 
 # -----------------------------------------------------------------------------
@@ -245,11 +299,13 @@ def is_run_dir(path):
 
 
 def read_marker(tag_dir):
+    """The tag's completion marker, or None (none there, or damaged: not UTF-8 JSON)."""
     try:
-        with open(os.path.join(tag_dir, COMPLETE)) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
+        with open(os.path.join(tag_dir, COMPLETE), "rb") as f:
+            marker = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def complete_tags(out_dir):
@@ -295,6 +351,9 @@ def verify(tag_dir):
     if not os.path.isdir(tag_dir):
         raise CheckpointError(f"checkpoint {tag_dir} does not exist; {other_tags(tag_dir)}")
     marker = read_marker(tag_dir)
+    if marker is None and os.path.isfile(os.path.join(tag_dir, COMPLETE)):
+        raise CheckpointError(f"checkpoint file {os.path.join(tag_dir, COMPLETE)} is damaged (not UTF-8 JSON of a "
+                              f"completion marker); restore it, or {other_tags(tag_dir)}")
     if marker is None:
         raise CheckpointError(f"checkpoint {tag_dir} is incomplete (no {COMPLETE}): it was interrupted while "
                               f"saving; {other_tags(tag_dir)}")
@@ -332,9 +391,9 @@ def resolve_resume(out_dir, tag=None):
 def load_rank_state(tag_dir, rank):
     path = os.path.join(tag_dir, rank_state_name(rank))
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint file {path} could not be read ({type(e).__name__}: {e}); "
+        raise CheckpointError(refused(tag_dir, e) or f"checkpoint file {path} could not be read ({load_error(e)}); "
                               f"{other_tags(tag_dir)}") from None
 
 
@@ -430,7 +489,12 @@ def fp32_state_dict(out_dir, tag):
     # DeepSpeed's notes (its accelerator choice at import, its progress) must not mix with sample.py's text
     with contextlib.redirect_stdout(sys.stderr):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-        lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
+        try:
+            lazy = get_fp32_state_dict_from_zero_checkpoint(out_dir, tag=tag, lazy_mode=True)
+        except Exception as e:  # a damaged file fails inside torch.load (UnpicklingError, RuntimeError, ...)
+            tag_dir = os.path.join(out_dir, tag)
+            raise CheckpointError(refused(tag_dir, e) or f"checkpoint {tag_dir} could not be read ({load_error(e)}); "
+                                  f"{other_tags(tag_dir)}") from None
     state, done = {}, {}
     for name, tensor in lazy.items():
         if id(tensor) in done:  # tied weights (wte / lm_head) stay one tensor
@@ -499,8 +563,8 @@ def convert_to_universal(out_dir, tag, log=print):
             ds_to_universal(args)
     except Exception as e:  # a damaged file fails inside torch.load (UnpicklingError, RuntimeError, ...)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"cannot convert {src} for another number of GPUs ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(refused(src, e) or f"cannot convert {src} for another number of GPUs "
+                              f"({load_error(e)})") from None
     with open(os.path.join(tmp, COMPLETE), "w") as f:
         json.dump({**marker, "converted_from": src, "conversion_seconds": time.time() - t0}, f, indent=1)
     install_dir(tmp, dst)
@@ -566,9 +630,8 @@ def load_run(engine, optimizer, load_dir, tag, loop, marker, device, seed, warn=
         _, client_state = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
                                                  load_lr_scheduler_states=False)
     except Exception as e:
-        from settings import one_line
-        raise CheckpointError(f"checkpoint {os.path.join(load_dir, tag)} could not be loaded "
-                              f"({type(e).__name__}: {one_line(e)})") from None
+        raise CheckpointError(refused(os.path.join(load_dir, tag), e) or f"checkpoint {os.path.join(load_dir, tag)} "
+                              f"could not be loaded ({load_error(e)})") from None
     # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
     data_tokens = loop["data_tokens"]
     loop.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"], "data_tokens": data_tokens})

@@ -22,8 +22,8 @@ import torch
 
 import checkpoint as ckpt
 from model import GPTConfig, hf_config, to_hf_tensors
+from settings import EXIT_BAD_INPUT
 
-EXIT_BAD_INPUT = 2  # as train_deepspeed.py
 HF_FILES = {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"}
 
 
@@ -106,6 +106,7 @@ def main(argv=None):
                         help="write even where files other than an earlier export are (those of the same name are "
                              "overwritten)")
     args = parser.parse_args(argv)
+    ckpt.safe_loading()  # no file it reads can run code
     out_dir, tag = ckpt.split_checkpoint_path(args.checkpoint)
     if out_dir is None:
         fail(f"{args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir "

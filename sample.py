@@ -89,8 +89,9 @@ def prompt_text(start):
 def main(argv):
     from settings import DTYPES, EXIT_BAD_INPUT, InputError, parse_config
     from model import PretrainedNotFound
-    from checkpoint import CheckpointError
+    from checkpoint import CheckpointError, safe_loading
     from tokenizer import gpt2_encoding
+    safe_loading()  # no file it reads can run code
     try:
         C = parse_config(argv, DEFAULTS, __file__, usage="python sample.py [--key=value ...]")
         check_settings(C)

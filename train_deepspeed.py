@@ -398,6 +398,7 @@ def run(cfg):
     stopped with a checkpoint, EXIT_DIVERGED stopped without one. Bad input raises InputError."""
     # ---- checks that need no process group: every rank fails the same way, before anything is written
     ctx = environment()
+    ckpt.safe_loading()  # no file this run reads can run code
     check_settings(cfg, ctx.world_size, ctx.on_gpu, ctx.accelerator)
     ds_config, monitor_sections, zero_stage = build_ds_config(cfg, ctx.world_size)
     start = check_start(cfg, ctx.world_size, zero_stage)

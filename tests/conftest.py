@@ -16,6 +16,13 @@ SHAKESPEARE_TXT = os.path.join(REPO, "tests", "data", "tinyshakespeare.txt")
 TINY = ["config/cpu_tiny.py", "--eval_iters=4", "--plot=False"]
 
 
+@pytest.fixture(autouse=True)
+def torch_loads_as_before(monkeypatch):
+    """The trainer's in-process start (checkpoint.safe_loading) forces weights-only loading for its process: not
+    for the tests after it."""
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0")
+
+
 @pytest.fixture(scope="session")
 def shakespeare(tmp_path_factory):
     """Tiny Shakespeare prepared by data/shakespeare/prepare.py, as a dataset path."""
