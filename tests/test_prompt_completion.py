@@ -373,11 +373,12 @@ def test_trainer_learns_answers_token_weighted_and_resumes_exactly(reversal_data
     """Two CPU processes through the deepspeed launcher, mixing Tiny Shakespeare with the reversal task: the logged
     loss is the token-weighted mean of the step's micro-batches (not their plain mean), the eval's val loss of the
     task the token-weighted mean over its held-out examples, a resume from iter_75 logs the uninterrupted run's
-    losses, and sample.py with a prompt file answers held-out prompts."""
+    losses, and after 150 iterations the model answers every held-out prompt (sample.py with a prompt file too)."""
     path, held = reversal_data
     out = tmp_path / "out"
-    common = [*TINY, f"--dataset={shakespeare}:0.25,{path}:0.75", "--block_size=32", "--batch_size=4",
-              "--lr_decay_iters=150", "--eval_interval=75", "--always_save_checkpoint=True", "--eval_iters=8"]
+    common = [*TINY, f"--dataset={shakespeare}:0.1,{path}:0.9", "--block_size=32", "--batch_size=4",
+              "--lr_schedule=constant", "--learning_rate=3e-3", "--eval_interval=75", "--always_save_checkpoint=True",
+              "--eval_iters=8"]
     run = launch([*common, f"--out_dir={out}", "--max_iters=150"])
     assert_ok(run)
     log = run.stdout
@@ -390,7 +391,7 @@ def test_trainer_learns_answers_token_weighted_and_resumes_exactly(reversal_data
     model.eval()
     text = load_split(shakespeare, "train", 32, 50257)
     task = load_split(path, "train", 32, 50257)
-    step = [get_batch([(text, 0.25), (task, 0.75)], 32, 4, 1337, rank, 75, m) for rank in range(2) for m in range(2)]
+    step = [get_batch([(text, 0.1), (task, 0.9)], 32, 4, 1337, rank, 75, m) for rank in range(2) for m in range(2)]
     token_weighted, window_weighted = weighted_loss(model, step)
     assert abs(losses[76] - token_weighted) < 1e-4, (losses[76], token_weighted)
     assert abs(token_weighted - window_weighted) > 1e-3  # the test tells the two apart
@@ -399,6 +400,7 @@ def test_trainer_learns_answers_token_weighted_and_resumes_exactly(reversal_data
     expected, _ = weighted_loss(model, [eval_batch(val, [row], 32) for row in val.eval_rows(8)])
     evals = {int(i): float(v) for i, v in re.findall(rf"^eval (\d+): .*\| val/{re.escape(path)} (\S+)", log, re.M)}
     assert abs(evals[75] - expected) < 1e-4, (evals, expected)
+    assert evals[150] < 0.05, evals  # learned
 
     # resumed from iter_75 (a copy, where latest is final): the losses of the uninterrupted run
     again = tmp_path / "again"
@@ -408,8 +410,14 @@ def test_trainer_learns_answers_token_weighted_and_resumes_exactly(reversal_data
     assert_ok(resumed)
     assert iter_losses(resumed.stdout) == {i: losses[i] for i in range(76, 81)}
 
-    # the model answers held-out prompts through sample.py, which is unchanged
+    # the model answers every held-out prompt, greedily; and through sample.py, which is unchanged
     enc = offline_gpt2_encoding()
+    final, _ = ckpt.load_model(str(out), "final")
+    for word in held:
+        prompt, completion = reversal(word)
+        p = enc.encode_ordinary(prompt)
+        answer = final.eval().generate(torch.tensor([p]), LENGTH + 1, temperature=0)[0, len(p):].tolist()
+        assert answer == enc.encode_ordinary(completion) + [EOT_TOKEN], word
     for word in held[:2]:
         prompt, completion = reversal(word)
         (tmp_path / "prompt.txt").write_text(prompt)
