@@ -426,3 +426,13 @@ def test_trainer_learns_answers_token_weighted_and_resumes_exactly(reversal_data
                                "--device=cpu"], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert prompt + completion + "<|endoftext|>" in proc.stdout.splitlines(), (word, proc.stdout)
+
+
+def test_bench_prompt_completion_dataset(tmp_path):
+    """bench.py's -pc runs train on pairs of Tiny Shakespeare's speeches, made here from the repository's copy."""
+    from bench import bench
+    meta = bench.pc_dataset(str(tmp_path / "shakespeare_pc"))
+    assert meta["format"] == "prompt_completion" and meta["train"]["examples"] > 6000
+    train = load_split(str(tmp_path / "shakespeare_pc"), "train", 1024, 50257)
+    assert train.too_long == 0 and 0.4 < meta["train"]["completion_tokens"] / meta["train_tokens"] < 0.6
+    assert {"ours-bf16-1-pc", "ours-bf16-1-pc-curve"} <= set(bench.RUNS)
