@@ -34,15 +34,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, kv_cache=None, layer=0, with_bias=True):
+    def forward(self, x, kv_cache=None, layer=0, with_bias=True, attn_mask=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)
-        # A single new token attends to the whole cache; a prompt (an empty cache) attends causally.
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=T > 1)
+        dropout_p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            # A single new token attends to the whole cache; a prompt (an empty cache) attends causally.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
+        else:  # packed examples: GPT.forward's additive mask, causal within each example
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         # without its bias only where the fused LayerNorm adds it (never under ZeRO-3, which gathers a weight only
         # inside its own module's forward)
@@ -79,14 +82,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.fused_norm = False  # residual adds inside the LayerNorms' kernels (GPT.set_fused_kernels)
 
-    def forward(self, x, delta, delta_bias=None, kv_cache=None, layer=0):
+    def forward(self, x, delta, delta_bias=None, kv_cache=None, layer=0, attn_mask=None):
         """The residual stream arrives and leaves as (x, delta, delta_bias) whose sum is formed inside the next
         LayerNorm (fused_norm.py: one kernel for the add and the norm); delta None means 0, delta_bias None no
         bias. Where the kernels run, the projections into the stream leave their biases to them (delta_bias), which
         then also sum those biases' gradients; not under dropout, which the bias would then escape."""
         to_norm = uses_kernels(self.fused_norm, x) and (self.attn.resid_dropout.p == 0 or not self.training)
         x, h = add_layer_norm(x, delta, self.ln_1, self.fused_norm, delta_bias)
-        attn_out = self.attn(h, kv_cache, layer, with_bias=not to_norm)
+        attn_out = self.attn(h, kv_cache, layer, with_bias=not to_norm, attn_mask=attn_mask)
         x, h = add_layer_norm(x, attn_out, self.ln_2, self.fused_norm, self.attn.c_proj.bias if to_norm else None)
         return x, self.mlp(h, with_bias=not to_norm), self.mlp.c_proj.bias if to_norm else None
 
@@ -214,25 +217,29 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, kv_cache=None, last_only=False):
-        """Returns (logits, loss). With targets: logits None and the mean cross-entropy (ignore_index -1),
-        computed chunk by chunk so that fp32 logits for the whole batch never exist. Without: logits
-        (B, T, vocab_size) over the real vocabulary (only the last position's with last_only) and loss None."""
+    def forward(self, idx, targets=None, kv_cache=None, last_only=False, doc_ids=None, pos_ids=None):
+        """Returns (logits, loss). With targets: logits None and the mean cross-entropy over the targets that are
+        not -1, computed chunk by chunk so that fp32 logits for the whole batch never exist. Without: logits
+        (B, T, vocab_size) over the real vocabulary (only the last position's with last_only) and loss None.
+        Windows packed from several examples (dataloader.py) come with doc_ids (B, T), which example each position
+        belongs to: a position attends only to the earlier positions of its own example; and pos_ids (B, T), the
+        positions within each example. Without them attention is plainly causal over the window."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device) if pos_ids is None else pos_ids
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        attn_mask = None if doc_ids is None else document_mask(doc_ids, x.dtype)
         delta = delta_bias = None
         n_ckpt = len(self.transformer.h) if self.gradient_checkpointing < 0 else self.gradient_checkpointing
         for i, block in enumerate(self.transformer.h):
             if self.training and i < n_ckpt and torch.is_grad_enabled():
                 if delta is not None:  # a recomputed block keeps one tensor alive, not two
                     x = residual_sum(x, delta, delta_bias)
-                x, delta, delta_bias = checkpoint(block, x, None, use_reentrant=False)
+                x, delta, delta_bias = checkpoint(block, x, None, None, None, i, attn_mask, use_reentrant=False)
             else:
-                x, delta, delta_bias = block(x, delta, delta_bias, kv_cache, i)
+                x, delta, delta_bias = block(x, delta, delta_bias, kv_cache, i, attn_mask)
         if kv_cache is not None:
             kv_cache.length += T
         _, x = add_layer_norm(x, delta, self.transformer.ln_f, self.fused_norm, delta_bias)
@@ -306,6 +313,16 @@ class GPT(nn.Module):
             idx = torch.cat((idx, next_id), dim=1)
         self.train(was_training)
         return idx
+
+
+def document_mask(doc_ids, dtype):
+    """The attention mask of packed examples, (B, 1, T, T), to add to the attention scores: 0 where query i may
+    attend to key j (j <= i, in the same example), -inf elsewhere. Made once per forward, in the activations'
+    dtype, so that no layer converts a boolean mask again."""
+    T = doc_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    allowed = (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
+    return torch.zeros(allowed.shape, dtype=dtype, device=doc_ids.device).masked_fill_(~allowed, float("-inf"))[:, None]
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

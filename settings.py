@@ -197,7 +197,7 @@ def derive_batch(cfg, world_size, unit="GPUs"):
 
 
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "bias", "dropout")  # a resumed run keeps the checkpoint's model
-TRAJECTORY_SETTINGS = ("dataset", "block_size", "learning_rate", "min_lr", "lr_schedule", "warmup_iters",
+TRAJECTORY_SETTINGS = ("dataset", "block_size", "long_examples", "learning_rate", "min_lr", "lr_schedule", "warmup_iters",
                        "weight_decay", "beta1", "beta2", "grad_clip", "seed")
 
 
@@ -297,6 +297,8 @@ def check_settings(cfg, world_size, on_gpu, device_name="cuda"):
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+    if cfg.long_examples not in ("cut", "skip"):
+        raise InputError(f"long_examples must be 'cut' or 'skip', got {cfg.long_examples!r}")
     check_ranges(cfg)
     if cfg.init_from == "scratch" and cfg.n_embd % cfg.n_head:
         raise InputError(f"n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}; each head gets n_embd / "

@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 import checkpoint as ckpt
 import ds_patches
-from dataloader import Batches, continual_data_seed, load_splits
+from dataloader import Batches, continual_data_seed, describe, eval_batch, load_splits, loss_weights, to_device
 from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, compute_cleanup, compute_init,
                          check_same_start, check_shared_out_dir, environment, print0, print_line, raise_together,
                          seed_everything, weights_finite)
@@ -53,6 +53,7 @@ block_size = 1024
 batch_size = 16  # micro-batch per GPU
 gradient_accumulation_steps = 2
 target_batch_size = 0  # sequences per iteration; if set, gradient_accumulation_steps is derived from it
+long_examples = "cut"  # prompt/completion data: an example longer than a window is 'cut' (to its start) or 'skip'ped
 # model (n_layer/n_head/n_embd/bias apply to init_from='scratch')
 n_layer = 12
 n_head = 12
@@ -243,8 +244,7 @@ def print_summary(cfg, ctx, model, origin, fused_note, ds_config, zero_stage, st
     est = estimate_model_state_memory(model, zero_stage, offload, offload_params, ctx.world_size)
     print0(f"memory: DeepSpeed estimates {format_bytes(est)} of model states per "
            f"{'GPU' if ctx.on_gpu else 'process'} (+ activations)")
-    sizes = [f"{n} ({w:.0%}): {len(d):,} train / {len(splits['val'][n][0]):,} val tokens"
-             for n, (d, w, _) in splits["train"].items()]
+    sizes = [describe(n, w, d, splits["val"][n][0]) for n, (d, w, _) in splits["train"].items()]
     print0(f"data: {'; '.join(sizes)}")
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:  # "model": the shape actually trained
         json.dump({**cfg, "world_size": ctx.world_size, "tokens_per_iter": seqs * cfg.block_size, "model": vars(mc),
@@ -346,25 +346,24 @@ def make_engine(model, cfg, ds_config, zero_stage, on_gpu):
 
 
 @torch.no_grad()
-def evaluate(engine, data, starts, block_size, batch_size, device):
-    """Mean loss over fixed windows, split across ranks; every rank runs the same number of forwards
-    (ZeRO-3 gathers parameters in forward) and the sums are all-reduced."""
+def evaluate(engine, data, windows, block_size, batch_size, device):
+    """Mean loss over the trained targets of fixed windows, split across ranks; every rank runs the same number
+    of forwards (ZeRO-3 gathers parameters in forward) and the sums are all-reduced."""
     import deepspeed.comm as dist
-    import numpy as np
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    mine = starts[rank::world_size]
-    n_batches = math.ceil(len(starts) / (world_size * batch_size))
-    total = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, windows
-    offsets = np.arange(block_size + 1)
+    mine = windows[rank::world_size]
+    n_batches = math.ceil(len(windows) / (world_size * batch_size))
+    total = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, trained targets
     for b in range(n_batches):
         chunk = mine[b * batch_size:(b + 1) * batch_size]
         n = len(chunk)
         if n == 0:
-            chunk = starts[:1]  # a dummy forward keeps the ranks in step; its loss is not counted
-        buf = torch.from_numpy(data[chunk[:, None] + offsets].astype(np.int64)).to(device)
-        _, loss = engine(buf[:, :-1], buf[:, 1:])
-        total[0] += loss.double() * n
-        total[1] += n
+            chunk = windows[:1]  # a dummy forward keeps the ranks in step; its loss is not counted
+        arrays = eval_batch(data, chunk, block_size)
+        _, loss = engine(**to_device(arrays, device))
+        targets = int((arrays[1] != -1).sum()) if n else 0
+        total[0] += loss.double() * targets
+        total[1] += targets
     dist.all_reduce(total)
     return (total[0] / total[1]).item()
 
@@ -535,24 +534,33 @@ def run(cfg):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             profiler = start_profiler(ctx.on_gpu) if it + 1 == cfg.profile_iteration else None
-            loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float32)
+            # the loss is the mean over the trained targets of the step (all micro-batches, all ranks); text windows
+            # are all alike, prompt/completion ones are not: their losses are weighted (dataloader.loss_weights)
+            targets = batches.trained_targets(it, ga)
+            weights = None
+            if batches.packed:
+                total = torch.tensor(float(sum(targets)), device=ctx.device)
+                dist.all_reduce(total)
+                weights = loss_weights(targets, total.item(), ga, world_size)
+            loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float32)  # loss x trained targets
             for micro_step in range(ga):
-                x, y = batches.get(it, micro_step, ga)
+                batch = batches.get(it, micro_step, ga)
                 with record_function("forward"):
-                    _, loss = engine(x, y)
+                    _, loss = engine(**batch)
                 with record_function("backward"):
-                    engine.backward(loss)
-                loss_sum += loss.detach().float()
+                    engine.backward(loss if weights is None else loss * weights[micro_step])
+                loss_sum += loss.detach().float() * targets[micro_step]
                 if micro_step < ga - 1:
                     engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
-            # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
+            # one all-reduce carries the loss and trained targets of every micro-batch of every rank and the stop
+            # requests
             deadline = cfg.max_runtime > 0 and time.time() - t_start > cfg.max_runtime * 3600
-            flags = torch.cat([(loss_sum / ga).view(1),
-                               torch.tensor(stop.requests() + [float(deadline)], device=ctx.device)])
+            flags = torch.cat([loss_sum.view(1), torch.tensor([float(sum(targets))] + stop.requests() +
+                                                              [float(deadline)], device=ctx.device)])
             dist.all_reduce(flags)
             flags = flags.tolist()
-            mean_loss = flags[0] / world_size
-            stop_reason = agreed_stop(flags[1:], StopFlag.REASONS + ("max_runtime",))
+            mean_loss = flags[0] / flags[1] if flags[1] else float("nan")
+            stop_reason = agreed_stop(flags[2:], StopFlag.REASONS + ("max_runtime",))
             nonfinite = not math.isfinite(mean_loss)
             if overflow_scan_off and cfg.dtype == "bfloat16":
                 ds_patches.scan_this_step(optimizer, nonfinite)  # DeepSpeed then skips the step, clears the grads

@@ -9,6 +9,7 @@ peer (bench/peer.py: transformers' GPT2LMHeadModel in the same DeepSpeed engine)
     python bench/bench.py --runs ours-bf16-1 --gpus 1      # only GPU 1 (another invocation can use GPU 0)
     python bench/bench.py --runs ours-bf16-1 --set compile=False --set batch_size=12   # an experiment
     python bench/bench.py --cpu --out /tmp/bench           # tiny CPU mode (CI keeps the script working)
+    python bench/bench.py --runs ours-bf16-1,ours-bf16-1-pc,ours-bf16-1-pc-curve   # prompt/completion vs text
 
 Each run is its own `deepspeed` launch; its output lines are time-stamped as they arrive. Per run: tokens/s per
 GPU, MFU, step time and optimizer-step time (median over the iterations after the first 3), peak GPU memory,
@@ -36,6 +37,8 @@ sys.path.insert(0, REPO)
 XL = ["--init_from=scratch", "--n_layer=48", "--n_head=25", "--n_embd=1600", "--block_size=1024",
       "--dataset=shakespeare", "--eval_iters=-1", "--csv_log=False", "--plot=False"]
 WARMUP = 3
+# prompt/completion data for the -pc runs, made by pc_dataset() from Tiny Shakespeare (in the repository)
+PC_DATASET = os.path.join(REPO, "data", "shakespeare_pc")
 
 
 def ours(gpus, dtype, batch_size=16, target=128, iters=8, save=False, extra=()):
@@ -75,9 +78,34 @@ RUNS = {
     # bf16 has no loss scale to find, so from random init every timed step is a real (CPU) AdamW step
     "ours-xl-24gb-offload-1-bf16": ours(1, "bfloat16", None, iters=6,
                                         extra=["config/xl_24gb_offload_1gpu.py", "--max_gpu_memory_gb=24"]),
+    # prompt/completion (issue 26) at ours-bf16-1's shapes: windows packed from whole examples, document-masked
+    # attention (SDPA with a mask instead of is_causal), the loss on completions only; its cost against ours-bf16-1
+    "ours-bf16-1-pc": ours(1, "bfloat16", extra=[f"--dataset={PC_DATASET}"]),
+    "ours-bf16-4-pc": ours(4, "bfloat16", extra=[f"--dataset={PC_DATASET}"]),
+    # a short loss curve at XL shapes (random init: the weights are not needed; add --set init_from=gpt2-xl where the
+    # hub cache has them): train and val completion loss every 25 iterations
+    "ours-bf16-1-pc-curve": ours(1, "bfloat16", iters=100, extra=[f"--dataset={PC_DATASET}", "--learning_rate=1e-4",
+                                                                  "--warmup_iters=10", "--eval_interval=25",
+                                                                  "--eval_iters=32"]),
 }
 DEFAULT_PLAN = ["ours-bf16-4", "ours-fp16-4", "ours-bf16-4-80gb-mb32", "peer-bf16-4", "peer-fp16-4",
                 "ours-fp16-4-guide", "ours-bf16-2", "ours-fp16-2", "ours-bf16-1", "ours-fp16-1"]
+
+
+def pc_dataset(out_dir=PC_DATASET, source=os.path.join(REPO, "tests", "data", "tinyshakespeare.txt")):
+    """Prompt/completion pairs from Tiny Shakespeare: each speech the prompt, the speech after it the completion
+    (about 7,000 examples of tens to hundreds of tokens), prepared by data/prepare.py into out_dir."""
+    import tempfile
+    from data import prepare
+    with open(source, encoding="utf-8") as f:
+        speeches = [s.strip() + "\n" for s in f.read().split("\n\n") if s.strip()]
+    parent, name = os.path.split(out_dir.rstrip(os.sep))
+    with tempfile.TemporaryDirectory() as tmp:
+        jsonl = os.path.join(tmp, "shakespeare_pairs.jsonl")
+        with open(jsonl, "w", encoding="utf-8") as f:
+            for prompt, completion in zip(speeches, speeches[1:]):
+                f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+        return prepare.prepare(name, [jsonl], parent or ".", val_fraction=0.05)
 
 
 def free_port():
@@ -256,6 +284,8 @@ def main():
             run["args"] = run["args"] + [f"--{kv}" for kv in args.set]
     if any(run["gpus"] > n_gpus for run in plan):
         sys.exit(f"error: a run needs more than the {n_gpus} GPUs here")
+    if any(f"--dataset={PC_DATASET}" in run["args"] for run in plan) and not os.path.isdir(PC_DATASET):
+        pc_dataset()
     os.makedirs(args.out, exist_ok=True)
     env = environment(args.cpu)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")

@@ -5,7 +5,17 @@ Turn your own text into token bins for train_deepspeed.py.
 
 Each `.txt` file is one document; each line of a `.jsonl` file is one document (its `text` field). Documents
 are GPT-2 BPE encoded and each is followed by <|endoftext|>. Output: data/<name>/train.bin and val.bin
-(uint16 token ids, np.memmap-able) and meta.json. Input is streamed in chunks of about 1 MB, so memory stays
+(uint16 token ids, np.memmap-able) and meta.json.
+
+Prompt/completion data: `.jsonl` lines with `prompt` and `completion` fields (the first line of the first `.jsonl`
+input decides the dataset's format; then every input is such a file and every line has both fields). Each example
+is the prompt's tokens, the completion's and <|endoftext|> (prompt and completion encoded apart, as sampling
+encodes a prompt). Besides the token bins: `<split>.mask.bin`, uint8, one per token: 1 where the token is trained
+on as a target (a completion token or the closing <|endoftext|>), 0 for a prompt token; and `<split>.idx.bin`,
+uint64, the offset in `<split>.bin` where each example starts. meta.json says "format": "prompt_completion" and
+counts, per split, the examples, prompt and completion tokens (the closing <|endoftext|> among them) and the
+examples that do not fit a window of train_deepspeed.py's default 1024 positions (a window of T positions holds an
+example of up to T + 1 tokens: its last token is only a target). The val split takes whole examples. Input is streamed in chunks of about 1 MB, so memory stays
 bounded whatever the file size. Without --val_input, the last `val_fraction` of the tokens become val: with
 several inputs, that is the end of the last one(s); give --val_input to choose val yourself.
 Bad input (a missing file, bad JSONL, non-UTF-8 text, an empty split) exits 2, as train_deepspeed.py does,
@@ -26,6 +36,10 @@ from tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, TokenizerUnavailable, gpt2_enc
 
 CHUNK_CHARS = 1 << 20
 BIN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; halves disk and memory against int32
+MASK_DTYPE = np.uint8  # prompt/completion data: 1 = trained on as a target
+IDX_DTYPE = np.uint64  # prompt/completion data: where each example starts
+PROMPT_COMPLETION = "prompt_completion"
+DEFAULT_WINDOW = 1024  # train_deepspeed.py's default block_size, against which meta.json counts long examples
 EXIT_BAD_INPUT = 2  # as train_deepspeed.py's
 INPUT_KINDS = (".txt", ".jsonl")
 # tiktoken's pre-tokenizer overflows its stack (a Rust panic, not an exception) on whitespace runs of about a
@@ -126,23 +140,65 @@ def input_kind(path):
     return kind
 
 
-def jsonl_text(line, where):
-    """The 'text' field of one JSONL line, or a one-line error naming what is wrong with it."""
+def jsonl_object(line, where, wanted):
+    """One JSONL line as a dict, or a one-line error naming what is wrong with it."""
     try:
         obj = json.loads(line.rstrip("\r\n"))  # so that a column past the end is on this line, not the next
     except json.JSONDecodeError as e:
         raise InputError(f"error: {where} is not valid JSON ({e.msg}, column {e.colno}); "
                          "fix or remove that line") from None
     if not isinstance(obj, dict):
-        raise InputError(f"error: {where} is {JSON_TYPES[type(obj)]}, not an object with a "
-                         "'text' field; fix or remove that line")
-    if "text" not in obj:
-        fields = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
-        raise InputError(f"error: {where} has no 'text' field (it has {fields or 'none'}); fix or remove that line")
-    if not isinstance(obj["text"], str):
-        raise InputError(f"error: {where}: 'text' is {JSON_TYPES[type(obj['text'])]}, not a string; "
+        raise InputError(f"error: {where} is {JSON_TYPES[type(obj)]}, not an object with {wanted}; "
                          "fix or remove that line")
-    return obj["text"]
+    return obj
+
+
+def string_field(obj, key, where, hint=""):
+    if key not in obj:
+        fields = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        raise InputError(f"error: {where} has no {key!r} field (it has {fields or 'none'}){hint}; "
+                         "fix or remove that line")
+    if not isinstance(obj[key], str):
+        raise InputError(f"error: {where}: {key!r} is {JSON_TYPES[type(obj[key])]}, not a string; "
+                         "fix or remove that line")
+    return obj[key]
+
+
+def jsonl_text(line, where):
+    """The 'text' field of one JSONL line, or a one-line error naming what is wrong with it."""
+    obj = jsonl_object(line, where, "a 'text' field")
+    mixed = "prompt" in obj or "completion" in obj
+    return string_field(obj, "text", where, "; the dataset is text (its first .jsonl line decides): prepare the "
+                                            "prompt/completion lines as a dataset of their own" if mixed else "")
+
+
+def jsonl_example(line, where):
+    """(prompt, completion) of one JSONL line, or a one-line error naming what is wrong with it."""
+    obj = jsonl_object(line, where, "'prompt' and 'completion' fields")
+    hint = "; every line of a prompt/completion dataset needs 'prompt' and 'completion'"
+    prompt, completion = string_field(obj, "prompt", where, hint), string_field(obj, "completion", where, hint)
+    if not prompt:
+        raise InputError(f"error: {where}: 'prompt' is empty; an example needs a prompt (its first token is never "
+                         "predicted); fix or remove that line")
+    return prompt, completion
+
+
+def input_format(paths):
+    """PROMPT_COMPLETION when the first line of the first .jsonl input has a 'prompt' or 'completion' field and
+    no 'text' field, else "text"."""
+    for path in paths:
+        if input_kind(path) != ".jsonl":
+            continue
+        with open(path, encoding="utf-8-sig") as f:
+            for line in _lines(f, path):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        return "text"  # encoding the line reports it
+                    pairs = isinstance(obj, dict) and "text" not in obj and ("prompt" in obj or "completion" in obj)
+                    return PROMPT_COMPLETION if pairs else "text"
+    return "text"
 
 
 class Skipped:
@@ -190,20 +246,55 @@ def _lines(f, path):
 
 
 class BinWriter:
-    """Appends uint16 token ids to a file."""
+    """Appends values (uint16 token ids unless told otherwise) to a file."""
 
-    def __init__(self, path):
+    def __init__(self, path, dtype=BIN_DTYPE):
         self.path = path
+        self.dtype = dtype
         self.file = open(path, "wb")
         self.count = 0
 
     def write(self, ids):
-        arr = np.asarray(ids, dtype=BIN_DTYPE)
+        arr = np.asarray(ids, dtype=self.dtype)
         arr.tofile(self.file)
         self.count += arr.size
 
     def close(self):
         self.file.close()
+
+
+class SplitWriter:
+    """One split's files: the tokens, and for prompt/completion data the loss mask and each example's start."""
+
+    def __init__(self, paths, split, examples=False):
+        self.tokens = BinWriter(paths[f"{split}.bin"])
+        self.mask = BinWriter(paths[f"{split}.mask.bin"], MASK_DTYPE) if examples else None
+        self.starts = BinWriter(paths[f"{split}.idx.bin"], IDX_DTYPE) if examples else None
+
+    @property
+    def count(self):
+        return self.tokens.count
+
+    def write(self, ids):
+        self.tokens.write(ids)
+
+    def write_example(self, prompt, completion):
+        self.starts.write([self.tokens.count])
+        self.tokens.write(prompt + completion + [EOT_TOKEN])
+        self.mask.write([0] * len(prompt) + [1] * (len(completion) + 1))
+
+    def close(self):
+        for writer in (self.tokens, self.mask, self.starts):
+            if writer is not None:
+                writer.close()
+
+
+def check_whitespace(piece, path):
+    run = LONG_WHITESPACE.search(piece)
+    if run:
+        raise InputError(f"error: {path} holds a run of {len(run.group()):,} whitespace characters, more than "
+                         f"GPT-2's tokenizer (tiktoken) can take ({LONGEST_WHITESPACE:,}); shorten it and prepare "
+                         "again")
 
 
 def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, desc="tokenizing", skipped=None):
@@ -216,11 +307,7 @@ def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, des
         for path in paths:
             for pieces, nbytes in iter_documents([path], chunk_chars, skipped):
                 for piece in pieces:
-                    run = LONG_WHITESPACE.search(piece)
-                    if run:
-                        raise InputError(f"error: {path} holds a run of {len(run.group()):,} whitespace characters, "
-                                         f"more than GPT-2's tokenizer (tiktoken) can take ({LONGEST_WHITESPACE:,}); "
-                                         "shorten it and prepare again")
+                    check_whitespace(piece, path)
                     writer.write(enc.encode_ordinary(piece))
                     if nbytes is None:
                         bar.update(len(piece.encode("utf-8")))
@@ -233,9 +320,47 @@ def encode_documents(paths, writer, separator=True, chunk_chars=CHUNK_CHARS, des
     return n_docs, ends
 
 
-def split_tail(train_path, val_path, val_tokens):
-    """Move the last val_tokens ids of train_path into val_path, in bounded memory."""
-    itemsize = np.dtype(BIN_DTYPE).itemsize
+def encode_examples(paths, writer, chunk_chars=CHUNK_CHARS, desc="tokenizing"):
+    """Tokenize the prompt/completion lines of the .jsonl files `paths` into `writer` (a SplitWriter of
+    examples). Returns the number of examples and the writer's token count after each path."""
+    enc = tokenizer_or_exit()
+
+    def encode(text, path):
+        ids = []
+        for piece in split_text(text, chunk_chars):
+            check_whitespace(piece, path)
+            ids += enc.encode_ordinary(piece)
+        return ids
+
+    n_examples, ends = 0, []
+    with tqdm(total=sum(os.path.getsize(p) for p in paths), unit="B", unit_scale=True, desc=desc,
+              disable=None) as bar:
+        for path in paths:
+            with open(path, encoding="utf-8-sig") as f:
+                for line_no, line in enumerate(_lines(f, path), 1):
+                    bar.update(len(line.encode("utf-8")))
+                    if not line.strip():
+                        continue
+                    prompt, completion = jsonl_example(line, f"{path}:{line_no}")
+                    writer.write_example(encode(prompt, path), encode(completion, path))
+                    n_examples += 1
+            ends.append(writer.count)
+    return n_examples, ends
+
+
+def example_stats(paths, split, window=DEFAULT_WINDOW):
+    """meta.json's counts for one split of prompt/completion data."""
+    mask = np.fromfile(paths[f"{split}.mask.bin"], dtype=MASK_DTYPE)
+    starts = np.fromfile(paths[f"{split}.idx.bin"], dtype=IDX_DTYPE).astype(np.int64)
+    lengths = np.diff(np.append(starts, len(mask)))
+    completion = int(mask.sum(dtype=np.int64))
+    return {"examples": len(starts), "prompt_tokens": len(mask) - completion, "completion_tokens": completion,
+            "longest_example": int(lengths.max()), f"examples_over_{window}": int((lengths - 1 > window).sum())}
+
+
+def split_tail(train_path, val_path, val_tokens, dtype=BIN_DTYPE):
+    """Move the last val_tokens values of train_path into val_path, in bounded memory."""
+    itemsize = np.dtype(dtype).itemsize
     size = os.path.getsize(train_path) // itemsize
     start = size - val_tokens
     with open(train_path, "rb") as src, open(val_path, "wb") as dst:
@@ -257,20 +382,26 @@ def write_meta(path, train_tokens, val_tokens, **extra):
 
 
 OUTPUTS = ("train.bin", "val.bin", "meta.json")
+EXAMPLE_OUTPUTS = ("train.bin", "val.bin", "train.mask.bin", "val.mask.bin", "train.idx.bin", "val.idx.bin",
+                   "meta.json")
 
 
 @contextlib.contextmanager
-def staged_outputs(out_dir):
-    """Paths to write train.bin, val.bin and meta.json to. They replace the dataset's files only when the block
-    finishes, meta.json last; an error or Ctrl-C leaves the previous dataset as it was, and no folder if there
-    was none. (A kill between the renames leaves bins that disagree with meta.json, which the trainer detects.)"""
+def staged_outputs(out_dir, outputs=OUTPUTS):
+    """Paths to write `outputs` (train.bin, val.bin, ..., meta.json last) to. They replace the dataset's files only
+    when the block finishes, meta.json last, and the other format's files go; an error or Ctrl-C leaves the
+    previous dataset as it was, and no folder if there was none. (A kill between the renames leaves bins that
+    disagree with meta.json, which the trainer detects.)"""
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    staged = {name: os.path.join(out_dir, f".{name}.part") for name in OUTPUTS}
+    staged = {name: os.path.join(out_dir, f".{name}.part") for name in outputs}
     try:
         yield staged
-        for name in OUTPUTS:
+        for name in outputs:
             os.replace(staged[name], os.path.join(out_dir, name))
+        for name in set(EXAMPLE_OUTPUTS) - set(outputs):  # a text dataset prepared where examples were
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
     finally:
         for path in staged.values():
             if os.path.exists(path):
@@ -329,24 +460,37 @@ def prepare(name, inputs, out_root, val_fraction=None, val_inputs=None, chunk_ch
         raise InputError("error: --val_fraction and --val_input both choose the val split; give one of them")
     if not val_inputs and not 0.0 < val_fraction < 1.0:
         raise InputError(f"error: --val_fraction must be between 0 and 1 (got {val_fraction}), or give --val_input")
+    examples = input_format(inputs + (val_inputs or [])) == PROMPT_COMPLETION
+    for path in inputs + (val_inputs or []) if examples else []:
+        if input_kind(path) != ".jsonl":
+            raise InputError(f"error: {path}: a prompt/completion dataset (the first .jsonl line has 'prompt' and "
+                             "'completion') takes .jsonl inputs only; prepare the text as a dataset of its own and "
+                             "mix the two with --dataset=text:0.5,pairs:0.5")
+    unit = "example" if examples else "document"
     out_dir = os.path.join(out_root, name)
     skipped = Skipped()
-    with staged_outputs(out_dir) as paths:
-        train = BinWriter(paths["train.bin"])
-        try:
-            n_docs, ends = encode_documents(inputs, train, chunk_chars=chunk_chars, desc="train", skipped=skipped)
-        finally:
-            train.close()
-        if val_inputs:
-            val = BinWriter(paths["val.bin"])
+    with staged_outputs(out_dir, EXAMPLE_OUTPUTS if examples else OUTPUTS) as paths:
+
+        def encode(split, files):
+            writer = SplitWriter(paths, split, examples)
             try:
-                n_val_docs, _ = encode_documents(val_inputs, val, chunk_chars=chunk_chars, desc="val", skipped=skipped)
+                if examples:
+                    return writer, *encode_examples(files, writer, chunk_chars=chunk_chars, desc=split)
+                return writer, *encode_documents(files, writer, chunk_chars=chunk_chars, desc=split, skipped=skipped)
             finally:
-                val.close()
+                writer.close()
+
+        train, n_docs, ends = encode("train", inputs)
+        if val_inputs:
+            val, n_val_docs, _ = encode("val", val_inputs)
             train_tokens, val_tokens = train.count, val.count
         else:
             n_val_docs = None
             val_tokens = int(train.count * val_fraction)
+            if examples and train.count:  # val takes the examples that start in its share of the tokens
+                starts = np.fromfile(paths["train.idx.bin"], dtype=IDX_DTYPE)
+                first = int(np.searchsorted(starts, train.count - val_tokens))
+                val_tokens = train.count - int(starts[first]) if first < len(starts) else 0
             train_tokens = train.count - val_tokens
         if skipped.count:
             print(f"note: {skipped}")
@@ -358,17 +502,36 @@ def prepare(name, inputs, out_root, val_fraction=None, val_inputs=None, chunk_ch
             raise InputError(f"error: the val split of {name} is empty: the --val_input files hold no text; "
                              "give files with text, or leave out --val_input to hold out --val_fraction of --input")
         if val_tokens == 0:
+            under = "the last example" if examples else "one token"
             raise InputError(f"error: the val split of {name} is empty: --val_fraction {val_fraction:g} of "
-                             f"{plural(train.count, 'token')} is under one token; give a larger --val_fraction, "
-                             "more text, or a --val_input file")
+                             f"{plural(train.count, 'token')} is under {under}; give a larger --val_fraction, "
+                             f"more {'examples' if examples else 'text'}, or a --val_input file")
         if not val_inputs:
             split_tail(paths["train.bin"], paths["val.bin"], val_tokens)
-        meta = write_meta(paths["meta.json"], train_tokens, val_tokens, documents=n_docs, val_documents=n_val_docs,
-                          sources=[os.path.abspath(p) for p in inputs])
-    print(f"{name}: {plural(n_docs, 'document')} -> {plural(train_tokens, 'train token')}, "
+        extra = {"format": "text"}
+        if examples:
+            if not val_inputs:
+                split_tail(paths["train.mask.bin"], paths["val.mask.bin"], val_tokens, MASK_DTYPE)
+                starts = np.fromfile(paths["train.idx.bin"], dtype=IDX_DTYPE)
+                (starts[first:] - starts[first]).tofile(paths["val.idx.bin"])
+                os.truncate(paths["train.idx.bin"], first * np.dtype(IDX_DTYPE).itemsize)
+            extra = {"format": PROMPT_COMPLETION, "train": example_stats(paths, "train"),
+                     "val": example_stats(paths, "val")}
+        meta = write_meta(paths["meta.json"], train_tokens, val_tokens, **extra, documents=n_docs,
+                          val_documents=n_val_docs, sources=[os.path.abspath(p) for p in inputs])
+    print(f"{name}: {plural(n_docs, unit)} -> {plural(train_tokens, 'train token')}, "
           f"{plural(val_tokens, 'val token')} in {out_dir}")
+    if examples:
+        t, v = meta["train"], meta["val"]
+        print(f"prompt/completion: {t['examples']:,} train / {v['examples']:,} val examples; trained on (completion "
+              f"and closing <|endoftext|>): {t['completion_tokens']:,} of the train tokens; "
+              f"{plural(t[f'examples_over_{DEFAULT_WINDOW}'], 'train example')} longer than a {DEFAULT_WINDOW}-token "
+              "window")
     if val_inputs:
-        print(f"val: {plural(n_val_docs, 'document')} from --val_input ({', '.join(val_inputs)})")
+        print(f"val: {plural(n_val_docs, unit)} from --val_input ({', '.join(val_inputs)})")
+    elif examples:
+        print(f"val: the last {v['examples']:,} examples ({val_tokens / train.count * 100:.4g}% of the tokens), from "
+              f"{val_sources(inputs, ends, train_tokens)}")
     else:
         print(f"val: the last {val_fraction * 100:.4g}% of the tokens, from {val_sources(inputs, ends, train_tokens)}")
     return meta
