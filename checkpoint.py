@@ -64,9 +64,11 @@ def safe_loading():
     unpickler, which builds tensors, numbers, strings and containers and runs no code: DeepSpeed's own loads too
     (engine.load_checkpoint, zero_to_fp32, ds_to_universal pass weights_only=False, which TORCH_FORCE_WEIGHTS_ONLY_LOAD
     overrides). Allowed besides: the few plain-data classes that DeepSpeed's and this project's files hold."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
+    import sys
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import-time notes are not a tool's output
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     torch.serialization.add_safe_globals([
         fragment_address, ZeroStageEnum, LossScaler, DynamicLossScaler,  # ZeRO optimizer shards

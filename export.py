@@ -106,7 +106,6 @@ def main(argv=None):
                         help="write even where files other than an earlier export are (those of the same name are "
                              "overwritten)")
     args = parser.parse_args(argv)
-    ckpt.safe_loading()  # no file it reads can run code
     out_dir, tag = ckpt.split_checkpoint_path(args.checkpoint)
     if out_dir is None:
         fail(f"{args.checkpoint} is not a checkpoint (no `latest` file and no {ckpt.COMPLETE}); give a run's out_dir "
@@ -119,6 +118,7 @@ def main(argv=None):
     if not args.hf and not args.pt:
         args.hf = os.path.join(out_dir, "export", f"{tag}-hf")
     check_destinations(args.hf, args.pt, args.force)
+    ckpt.safe_loading()  # no file it reads can run code
     try:
         marker = ckpt.verify(os.path.join(out_dir, tag))
         state = ckpt.fp32_state_dict(out_dir, tag)

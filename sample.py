@@ -91,10 +91,10 @@ def main(argv):
     from model import PretrainedNotFound
     from checkpoint import CheckpointError, safe_loading
     from tokenizer import gpt2_encoding
-    safe_loading()  # no file it reads can run code
     try:
         C = parse_config(argv, DEFAULTS, __file__, usage="python sample.py [--key=value ...]")
         check_settings(C)
+        safe_loading()  # no file it reads can run code
         text = prompt_text(C["start"])  # before the model: a wrong path costs no load
         if not text:
             raise InputError("the prompt is empty; give --start=TEXT (e.g. a newline) or FILE:path")
