@@ -591,7 +591,8 @@ def run(cfg):
             dt, t_last = t_now - t_last, t_now
             dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
             if it == start_iter:
-                print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
+                print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started, "
+                       f"{t_now - process.create_time():.1f}s after the process started")
             if ctx.master and ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters or nonfinite or not applied):
                 grad_norm = engine.get_global_grad_norm()
                 grad_norm = None if grad_norm is None else float(grad_norm)  # ZeRO's is a tensor: CSV would get str()
