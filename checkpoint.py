@@ -6,7 +6,8 @@ Layout of out_dir:
     latest                  the tag a resume continues from (iter_N or final; never best)
     iter_<N>/ best/ final/  DeepSpeed checkpoints (mp_rank_00_model_states.pt, zero_pp_rank_*_optim_states.pt)
         rank_<r>_state.pt   per rank: RNG states and sampler position (client_state is written by rank 0 only)
-        complete.json       written last, after every rank finished: files and sizes, iteration, world size
+        complete.json       written last, after every rank finished: every file's size and content hash,
+                            iteration, world size
     universal/<tag>/        a converted copy for resuming on another number of GPUs (the original is untouched;
                             removed by the first save on the new number)
     zero_to_fp32.py         DeepSpeed's consolidation script, copied by DeepSpeed
@@ -15,9 +16,17 @@ A save goes to `.tmp-<tag>/`, is marked complete, then renamed into place; only 
 A kill at any moment leaves either the old tag or the new one, never a half-written tag behind `latest`.
 `best` (and `final` when it is the same state as iter_N) are hard links of the files just saved: no extra
 disk, and they survive retention deleting iter_N.
+
+Each rank hashes the files it wrote, right after writing them (they are still in the page cache), in threads, and
+leaves the hashes in .tmp-<tag>/.hashes-<rank>.json; rank 0 puts them in complete.json's "files" as
+{name: {"size": n, "sha256": h}} (older markers map name -> size). The hash of a file is the sha256 of the sha256
+digests of its 64 MiB pieces (HASH_SCHEME): the pieces hash in parallel, so a 20 GB file takes seconds, not
+a core's 15. verify(tag_dir, content=True) reads every file against it: a file whose bytes changed and whose size
+did not (a flipped bit on disk, a copy gone wrong, a file edited in place) is refused instead of loaded.
 """
 import contextlib
 import glob
+import hashlib
 import io
 import json
 import os
@@ -37,10 +46,17 @@ LOCK = ".lock"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 ZERO3_16BIT_MODEL = "model_16bit.bin"
 ITER_TAG = re.compile(r"^iter_(\d+)$")
+HASHES = ".hashes-{rank:05d}.json"  # a rank's hashes of the files it wrote, in .tmp-<tag>/ until the marker is made
+HASH_PIECE = 64 * 2 ** 20
+HASH_SCHEME = "sha256 of the sha256 digests of the file's 64 MiB pieces"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which file and what to do."""
+
+
+class ContentMismatch(CheckpointError):
+    """A checkpoint file whose bytes no longer hash to what complete.json recorded."""
 
 
 class SaveFailed(Exception):
@@ -191,6 +207,40 @@ def dir_bytes(path):
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_size
     return total
+
+
+def hash_threads():
+    """Threads for hashing: this process's share of the cores (hashlib and file reads release the GIL)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def piece_digest(path, offset, length, chunk=8 * 2 ** 20):
+    """sha256 digest of length bytes of path from offset, read in 8 MiB chunks."""
+    h, buf = hashlib.sha256(), bytearray(min(chunk, max(length, 1)))
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while length > 0:
+            n = f.readinto(view[:min(length, len(buf))])
+            if not n:  # the file is shorter than it was: its size check says so
+                break
+            h.update(view[:n])
+            length -= n
+    return h.digest()
+
+
+def file_hashes(paths, threads=None):
+    """{path: hex hash} (HASH_SCHEME), every 64 MiB piece of every file hashed in a pool of threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    pieces = [(path, offset, min(HASH_PIECE, size - offset)) for path in paths
+              for size in [os.path.getsize(path)] for offset in range(0, max(size, 1), HASH_PIECE)]
+    with ThreadPoolExecutor(threads or hash_threads()) as pool:
+        digests = list(pool.map(lambda piece: piece_digest(*piece), pieces))
+    combined = {path: hashlib.sha256() for path in paths}
+    for (path, _, _), digest in zip(pieces, digests):
+        combined[path].update(digest)
+    return {path: h.hexdigest() for path, h in combined.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -348,8 +398,10 @@ def other_tags(tag_dir):
     return f"choose another tag: {', '.join(others)}" if others else f"{out_dir} holds no other complete tag"
 
 
-def verify(tag_dir):
-    """The completion marker, after checking that every file it lists is there at its recorded size."""
+def verify(tag_dir, content=False, only=None):
+    """The completion marker, after checking that every file it lists is there at its recorded size; with
+    `content`, also that its bytes hash to what complete.json recorded (reads every file: seconds for GPT-2 XL,
+    worth it where the files are about to be read anyway). `only`: the names to check (the others are not read)."""
     if not os.path.isdir(tag_dir):
         raise CheckpointError(f"checkpoint {tag_dir} does not exist; {other_tags(tag_dir)}")
     marker = read_marker(tag_dir)
@@ -359,14 +411,31 @@ def verify(tag_dir):
     if marker is None:
         raise CheckpointError(f"checkpoint {tag_dir} is incomplete (no {COMPLETE}): it was interrupted while "
                               f"saving; {other_tags(tag_dir)}")
-    for name, size in marker["files"].items():
+    hashed = {}
+    for name, entry in marker["files"].items():
+        size, digest = (entry["size"], entry.get("sha256")) if isinstance(entry, dict) else (entry, None)
+        if only is not None and name not in only:
+            continue
         path = os.path.join(tag_dir, name)
         if not os.path.isfile(path):
             raise CheckpointError(f"checkpoint file {path} is missing; restore it, or {other_tags(tag_dir)}")
         if os.path.getsize(path) != size:
             raise CheckpointError(f"checkpoint file {path} is truncated ({os.path.getsize(path):,} bytes, "
                                   f"{size:,} when saved); {other_tags(tag_dir)}")
+        if digest is not None:
+            hashed[path] = digest
+    if content and hashed:
+        for path, digest in file_hashes(sorted(hashed, key=os.path.getsize, reverse=True)).items():
+            if digest != hashed[path]:
+                raise ContentMismatch(f"checkpoint file {path} does not match its hash in {COMPLETE} (its bytes "
+                                      f"changed since it was saved); restore it, or {other_tags(tag_dir)}")
     return marker
+
+
+def hashed_files(marker):
+    """The names of a marker's files that carry a hash, largest first (how verify's work is shared out)."""
+    entries = [(e["size"], n) for n, e in marker["files"].items() if isinstance(e, dict) and "sha256" in e]
+    return [n for _, n in sorted(entries, reverse=True)]
 
 
 def tag_dir(out_dir, tag):
@@ -418,10 +487,50 @@ def missing_files(present, world_size, zero_stage):
         [sfx for sfx in suffixes if not any(name.endswith(sfx) for name in present)]
 
 
+def own_files(tmp_dir, rank):
+    """The files of a tag being saved that this rank wrote: its state file and its ZeRO shards; rank 0 also
+    DeepSpeed's model states (and ZeRO-3's 16-bit model). Others may still be writing theirs."""
+    mine = [rank_state_name(rank)]
+    mine += [n for n in os.listdir(tmp_dir) if f"zero_pp_rank_{rank}_" in n and n.endswith(".pt")]
+    if rank == 0:
+        mine += [n for n in (MODEL_STATES, ZERO3_16BIT_MODEL) if os.path.isfile(os.path.join(tmp_dir, n))]
+    return sorted(set(mine))
+
+
+def hash_own_files(tmp_dir, rank):
+    """Hash this rank's files of tmp_dir (just written: read back from the page cache) into its .hashes json."""
+    names = own_files(tmp_dir, rank)
+    digests = file_hashes([os.path.join(tmp_dir, n) for n in names])
+    entries = {n: {"size": os.path.getsize(os.path.join(tmp_dir, n)), "sha256": digests[os.path.join(tmp_dir, n)]}
+               for n in names}
+    atomic_write(os.path.join(tmp_dir, HASHES.format(rank=rank)), json.dumps(entries))
+
+
+def gather_file_entries(tmp_dir, world):
+    """Rank 0, once every rank has hashed its files: {name: {"size", "sha256"}} for every file of tmp_dir (the
+    ranks' .hashes files merged and removed; a file that no rank claimed is hashed here)."""
+    entries = {}
+    for r in range(world):
+        path = os.path.join(tmp_dir, HASHES.format(rank=r))
+        with open(path) as f:
+            entries.update(json.load(f))
+        os.remove(path)
+    present = {name: os.path.getsize(os.path.join(tmp_dir, name)) for name in os.listdir(tmp_dir)
+               if os.path.isfile(os.path.join(tmp_dir, name)) and not name.startswith(".")}
+    changed = [n for n, e in entries.items() if present.get(n) != e["size"]]
+    if changed:
+        raise CheckpointError(f"checkpoint files {changed} of {tmp_dir} changed size after their rank hashed them; "
+                              "is another process writing into out_dir?")
+    rest = [os.path.join(tmp_dir, n) for n in present if n not in entries]
+    for path, digest in file_hashes(rest).items():
+        entries[os.path.basename(path)] = {"size": present[os.path.basename(path)], "sha256": digest}
+    return {n: entries[n] for n in sorted(present)}
+
+
 def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update_latest=True, keep_last_n=0,
          pinned=False):
     """Save on every rank (DeepSpeed hangs otherwise). Returns (seconds, bytes of this tag, bytes of out_dir,
-    removed tags) on rank 0 and None elsewhere."""
+    removed tags, seconds this rank spent hashing) on rank 0 and None elsewhere."""
     import deepspeed.comm as dist
     t0 = time.time()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -435,37 +544,47 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
         if marker["zero_stage"] == 3 and tag == "final":  # ZeRO-3 also leaves a consolidated 16-bit model
             engine.save_16bit_model(tmp_dir, ZERO3_16BIT_MODEL)
     atomic_torch_save(rank_state, os.path.join(tmp_dir, rank_state_name(rank)))
+    t_hash = time.time()
+    hash_own_files(tmp_dir, rank)
+    t_hash = time.time() - t_hash
     dist.barrier()
     result = None
     if rank == 0:
-        present = {name: os.path.getsize(os.path.join(tmp_dir, name)) for name in os.listdir(tmp_dir)
-                   if os.path.isfile(os.path.join(tmp_dir, name))}
-        missing = missing_files(present, world, marker["zero_stage"])
+        files = gather_file_entries(tmp_dir, world)
+        missing = missing_files(files, world, marker["zero_stage"])
         if missing:
             raise CheckpointError(f"checkpoint {tmp_dir} lacks {missing} after every rank saved; is out_dir on a "
                                   "file system that every node shares?")
-        atomic_write(os.path.join(tmp_dir, COMPLETE),
-                     json.dumps({**marker, "tag": tag, "files": present, "saved_at": time.time()}, indent=1))
-        saved_dir = os.path.join(out_dir, tag)
-        install_dir(tmp_dir, saved_dir)
-        for other in also:
-            link_tmp = os.path.join(out_dir, TMP_PREFIX + other)
-            shutil.rmtree(link_tmp, ignore_errors=True)
-            link_tree(saved_dir, link_tmp)
-            install_dir(link_tmp, os.path.join(out_dir, other))
-        if update_latest:
-            atomic_write(os.path.join(out_dir, LATEST), tag)
-        removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
-        universal = os.path.join(out_dir, UNIVERSAL_DIR)
-        if os.path.isdir(universal):  # copies converted to load on this GPU count, as large as the checkpoints:
-            doomed = os.path.join(out_dir, TMP_PREFIX + UNIVERSAL_DIR)  # a checkpoint saved on this count
-            shutil.rmtree(doomed, ignore_errors=True)  # supersedes them; renamed first, so that a kill during the
-            os.rename(universal, doomed)  # deletion leaves no half-deleted copy to reuse (recover() removes it)
-            shutil.rmtree(doomed, ignore_errors=True)
-            removed.append(UNIVERSAL_DIR + "/")
-        result = (time.time() - t0, dir_bytes(saved_dir), dir_bytes(out_dir), removed)
+        atomic_write(os.path.join(tmp_dir, COMPLETE), json.dumps(
+            {**marker, "tag": tag, "files": files, "hash": HASH_SCHEME, "saved_at": time.time()}, indent=1))
+        result = install_tag(out_dir, tag, also, update_latest, keep_last_n)
+        result = (time.time() - t0, *result, t_hash)
     dist.barrier()
     return result
+
+
+def install_tag(out_dir, tag, also, update_latest, keep_last_n):
+    """Rank 0, once .tmp-<tag> is complete and marked: rename it into place, link the `also` tags, move `latest`,
+    apply retention. Returns (bytes of this tag, bytes of out_dir, removed tags)."""
+    tmp_dir = os.path.join(out_dir, TMP_PREFIX + tag)
+    saved_dir = os.path.join(out_dir, tag)
+    install_dir(tmp_dir, saved_dir)
+    for other in also:
+        link_tmp = os.path.join(out_dir, TMP_PREFIX + other)
+        shutil.rmtree(link_tmp, ignore_errors=True)
+        link_tree(saved_dir, link_tmp)
+        install_dir(link_tmp, os.path.join(out_dir, other))
+    if update_latest:
+        atomic_write(os.path.join(out_dir, LATEST), tag)
+    removed = apply_retention(out_dir, keep_last_n, protect=read_latest(out_dir))
+    universal = os.path.join(out_dir, UNIVERSAL_DIR)
+    if os.path.isdir(universal):  # copies converted to load on this GPU count, as large as the checkpoints:
+        doomed = os.path.join(out_dir, TMP_PREFIX + UNIVERSAL_DIR)  # a checkpoint saved on this count
+        shutil.rmtree(doomed, ignore_errors=True)  # supersedes them; renamed first, so that a kill during the
+        os.rename(universal, doomed)  # deletion leaves no half-deleted copy to reuse (recover() removes it)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(UNIVERSAL_DIR + "/")
+    return dir_bytes(saved_dir), dir_bytes(out_dir), removed
 
 
 def apply_retention(out_dir, keep_last_n, protect=None):
@@ -487,7 +606,7 @@ def fp32_state_dict(out_dir, tag):
     """Full fp32 weights (our parameter names) from a ZeRO checkpoint, through DeepSpeed's zero_to_fp32.
     The shards are memory-mapped and each tensor materialised once, so memory stays near one fp32 copy."""
     import sys
-    verify(os.path.join(out_dir, tag))
+    verify(os.path.join(out_dir, tag), content=True)  # it reads every file next: the hashes cost one more read
     # DeepSpeed's notes (its accelerator choice at import, its progress) must not mix with sample.py's text
     with contextlib.redirect_stdout(sys.stderr):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -553,6 +672,7 @@ def convert_to_universal(out_dir, tag, log=print):
     if done is not None and done.get("saved_at") == marker["saved_at"]:
         log(f"using the universal checkpoint made earlier from this {tag} in {dst}")
         return dst
+    verify(src, content=True)  # before DeepSpeed's converter loads a damaged file as it is
     tmp = dst + ".part"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

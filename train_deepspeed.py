@@ -165,16 +165,40 @@ def open_run_dir(cfg, ctx, resuming, monitor_sections):
     return monitor
 
 
+def verify_content(tag_dir, ctx):
+    """Every file of the tag being resumed against its hash in complete.json, the files shared out across the
+    ranks (the reads warm the page cache for the load that follows); a file whose bytes changed ends every rank
+    with the one line that names it."""
+    import deepspeed.comm as dist
+    failure = None
+    try:
+        marker = ckpt.read_marker(tag_dir)
+        ckpt.verify(tag_dir, content=True, only=ckpt.hashed_files(marker)[ctx.rank::ctx.world_size])
+    except ckpt.CheckpointError as e:
+        failure = choose_with(str(e), "tag with --resume_tag=TAG")
+    failures = [None] * ctx.world_size
+    dist.all_gather_object(failures, failure)
+    failure = next((f for f in failures if f), None)
+    if failure:
+        raise InputError(failure)
+
+
 def resume_dir(cfg, ctx, start, ds_config):
     """Where the engine loads from: out_dir, or on another number of ranks than saved the tag, DeepSpeed's
-    universal checkpoint of it (made by rank 0, once, beside the original)."""
+    universal checkpoint of it (made by rank 0, once, beside the original). The tag's files are checked against
+    their hashes first."""
     marker = start["marker"]
-    if marker is None or marker["world_size"] == ctx.world_size:
+    if marker is None:
+        return cfg.out_dir
+    if marker["world_size"] == ctx.world_size:
+        verify_content(os.path.join(cfg.out_dir, start["tag"]), ctx)
         return cfg.out_dir
     failure = None
     if ctx.master:
         try:
             ckpt.convert_to_universal(cfg.out_dir, start["tag"], log=print0)
+        except ckpt.ContentMismatch as e:
+            failure = choose_with(str(e), "tag with --resume_tag=TAG")
         except ckpt.CheckpointError as e:
             others = choose_with(ckpt.other_tags(os.path.join(cfg.out_dir, start["tag"])), "tag with --resume_tag=TAG")
             failure = f"{e}; resume on the {marker['world_size']} GPUs it was saved with, or {others}"
@@ -428,10 +452,10 @@ def run(cfg):
             return
         result = ckpt.save_run(engine, cfg, loop, tags[0], tags[1:], zero_stage, vars(model.config))
         if result is not None:
-            seconds, size, total, removed = result
+            seconds, size, total, removed, hash_seconds = result
             gone = f"; removed {', '.join(removed)}" if removed else ""
-            print0(f"saved {' + '.join(tags)} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB; {cfg.out_dir} holds "
-                   f"{total / 2 ** 30:.2f} GiB{gone})")
+            print0(f"saved {' + '.join(tags)} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB, hashed in "
+                   f"{hash_seconds:.1f}s; {cfg.out_dir} holds {total / 2 ** 30:.2f} GiB{gone})")
             monitor.write_events([("Checkpoint/save_seconds", seconds, loop["iter"]),
                                   ("Checkpoint/size_gib", size / 2 ** 30, loop["iter"])])
 
@@ -589,7 +613,8 @@ def run(cfg):
             dt, t_last = t_now - t_last, t_now
             dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
             if it == start_iter:
-                print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started")
+                print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started, "
+                       f"{t_now - process.create_time():.1f}s after the process started")
             if ctx.master and ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters or nonfinite or not applied):
                 grad_norm = engine.get_global_grad_norm()
                 grad_norm = None if grad_norm is None else float(grad_norm)  # ZeRO's is a tensor: CSV would get str()

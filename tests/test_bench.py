@@ -28,6 +28,26 @@ def test_bench_cpu_mode(shakespeare, tmp_path):
     assert "| ours-cpu-tiny | 2 | float32 | 4 x 2 |" in table
 
 
+def test_goodput_cpu_mode(shakespeare, tmp_path):
+    """bench/goodput.py's CI mode: the real trainer, 8 iterations with an eval and a save every 2; the JSON's parts
+    add up to the wall time."""
+    proc = subprocess.run([sys.executable, "bench/goodput.py", "--cpu", "--out", str(tmp_path / "result"),
+                           "--run-dir", str(tmp_path / "run")], cwd=REPO,
+                          env=train_env({"BENCH_DATASET": shakespeare}), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.load(open(tmp_path / "result" / "goodput.json"))
+    assert data["exit_code"] == 0 and data["steps"] == 8 and "not a GPU one" in data["mode"]
+    assert [s["tags"] for s in data["saves"]] == ["iter_2 + best", "iter_4 + best", "iter_6 + best", "final + best"]
+    assert [e["iteration"] for e in data["evals"]] == [0, 2, 4, 6, 8]
+    assert all(s["hash_seconds"] is not None for s in data["saves"])
+    parts = ("step_s", "saves_s", "evals_s", "startup_s", "exit_s", "other_s")
+    assert all(data[k] >= 0 for k in parts[:-1]) and data["startup_s"] > 0 and data["exit_s"] > 0
+    assert abs(sum(data[k] for k in parts) - data["wall_s"]) < 0.05
+    assert data["goodput"] == round(data["step_s"] / data["wall_s"], 4) and 0 < data["goodput"] < 1
+    assert 0 < data["process_to_first_step_s"] < data["launch_to_first_step_s"]
+    assert (tmp_path / "result" / "run.log").read_text().count("saved ") == 4
+
+
 def test_curves_reports_largest_loss_difference(tmp_path):
     a, b = tmp_path / "plain.log", tmp_path / "fused.log"
     a.write_text("noise\niter 1/3 | loss 10.5000 | lr 1e-4\niter 2/3 | loss 9.0000 | x\niter 3/3 | loss 8.0000 | x\n")
