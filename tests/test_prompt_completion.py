@@ -15,7 +15,7 @@ import torch
 
 import checkpoint as ckpt
 import model as model_module
-from conftest import REPO, TINY, assert_ok, eval_losses, iter_losses, launch
+from conftest import REPO, TINY, assert_ok, iter_losses, launch
 from data import prepare
 from dataloader import Examples, eval_batch, get_batch, load_split, loss_weights
 from model import GPT, GPTConfig
