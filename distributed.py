@@ -276,6 +276,26 @@ def weights_finite(model, device):
     return bool(finite.item())
 
 
+def check_content(tag_dir, ctx):
+    """Every file of the tag being resumed against its hash in complete.json, the files shared out across the
+    ranks (the reads warm the page cache for the load that follows); a file whose bytes changed ends every rank
+    with the one line that names it."""
+    import checkpoint as ckpt
+    import deepspeed.comm as dist
+    from settings import choose_with
+    failure = None
+    try:
+        marker = ckpt.read_marker(tag_dir)
+        ckpt.verify(tag_dir, content=True, only=ckpt.hashed_files(marker)[ctx.rank::ctx.world_size])
+    except ckpt.CheckpointError as e:
+        failure = choose_with(str(e), "tag with --resume_tag=TAG")
+    failures = [None] * ctx.world_size
+    dist.all_gather_object(failures, failure)
+    failure = next((f for f in failures if f), None)
+    if failure:
+        raise InputError(failure)
+
+
 def compute_cleanup():
     """Tear the process group down on every rank, so that no rank exits while a peer still waits on it
     (gloo drops a barrier's last message if its sender exits first)."""

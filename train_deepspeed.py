@@ -22,9 +22,9 @@ from torch.profiler import record_function
 import checkpoint as ckpt
 import ds_patches
 from dataloader import Batches, continual_data_seed, describe, eval_batch, load_splits, loss_weights, to_device
-from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, compute_cleanup, compute_init,
-                         check_same_start, check_shared_out_dir, environment, print0, print_line, raise_together,
-                         seed_everything, weights_finite)
+from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, check_content, check_same_start,
+                         check_shared_out_dir, compute_cleanup, compute_init, environment, print0, print_line,
+                         raise_together, seed_everything, weights_finite)
 from monitoring import (StepTimer, estimate_model_state_memory, format_bytes, format_duration,
                         format_log, monitor_events, out_of_memory_line, start_monitors, start_profiler,
                         stop_profiler, trim_csv_logs)
@@ -165,24 +165,6 @@ def open_run_dir(cfg, ctx, resuming, monitor_sections):
     return monitor
 
 
-def verify_content(tag_dir, ctx):
-    """Every file of the tag being resumed against its hash in complete.json, the files shared out across the
-    ranks (the reads warm the page cache for the load that follows); a file whose bytes changed ends every rank
-    with the one line that names it."""
-    import deepspeed.comm as dist
-    failure = None
-    try:
-        marker = ckpt.read_marker(tag_dir)
-        ckpt.verify(tag_dir, content=True, only=ckpt.hashed_files(marker)[ctx.rank::ctx.world_size])
-    except ckpt.CheckpointError as e:
-        failure = choose_with(str(e), "tag with --resume_tag=TAG")
-    failures = [None] * ctx.world_size
-    dist.all_gather_object(failures, failure)
-    failure = next((f for f in failures if f), None)
-    if failure:
-        raise InputError(failure)
-
-
 def resume_dir(cfg, ctx, start, ds_config):
     """Where the engine loads from: out_dir, or on another number of ranks than saved the tag, DeepSpeed's
     universal checkpoint of it (made by rank 0, once, beside the original). The tag's files are checked against
@@ -191,7 +173,7 @@ def resume_dir(cfg, ctx, start, ds_config):
     if marker is None:
         return cfg.out_dir
     if marker["world_size"] == ctx.world_size:
-        verify_content(os.path.join(cfg.out_dir, start["tag"]), ctx)
+        check_content(os.path.join(cfg.out_dir, start["tag"]), ctx)
         return cfg.out_dir
     failure = None
     if ctx.master:

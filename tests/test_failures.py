@@ -404,8 +404,8 @@ def test_nan_weights_are_never_saved(shakespeare, tmp_path):
 
 def test_one_ranks_damaged_file_ends_every_rank_with_its_line(reference_run, tmp_path, shakespeare):
     """A damaged pickle in rank 1's own optimizer shard (the copy's best is intact: copytree makes no hard links):
-    rank 1 says why, rank 0 that another rank failed; both exit
-    2, none left in a collective (the others used to die in gloo with `Connection closed by peer`)."""
+    rank 1 says why, rank 0 that another rank failed; both exit 2, none left in a collective (the others used to die
+    in gloo with `Connection closed by peer`)."""
     import shutil
     out = tmp_path / "out"
     shutil.copytree(reference_run[0], out)
