@@ -44,6 +44,8 @@ always_save_checkpoint = False  # save iter_N at every eval, not only when val l
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
 save_checkpoints = True  # False writes no checkpoint at all (benchmarks, dry runs)
 pinned_checkpoint_copies = True  # faster saves for host RAM the size of each rank's share of a checkpoint
+async_checkpoints = True  # a save blocks only to copy the state into host RAM (each rank's share of a checkpoint,
+# kept for the next save); the files are written, hashed and made visible while training goes on
 max_runtime = 0.0  # hours; when reached, save and exit like on SIGTERM (0 = no limit)
 patience = 0  # stop after this many evals without val improvement (0 = never)
 # data
@@ -410,6 +412,74 @@ def evaluate_all(engine, splits, block_size, batch_size, device):
     return {k: out[k] for k in sorted(out, key=lambda k: (not k.startswith("train"), k))}, val_seconds
 
 
+class Saves:
+    """The one place a run writes checkpoints: blocking, or (async_checkpoints) in the background, a save then
+    blocking only for the copy into host RAM; its tag appears at a later step end, once every rank has written its
+    part (the step's all-reduce carries state()), or when the next save or the end of the run waits for it."""
+
+    def __init__(self, cfg, ctx, engine, monitor, zero_stage, model_config):
+        self.cfg, self.ctx, self.engine, self.monitor = cfg, ctx, engine, monitor
+        self.zero_stage, self.model_config = zero_stage, model_config
+        self.pending, self.said_host_ram = None, False  # (PendingSave, tags) being written in the background
+        if cfg.save_checkpoints and cfg.async_checkpoints:
+            if type(engine.checkpoint_engine).__name__ == "TorchCheckpointEngine":
+                engine.checkpoint_engine = ckpt.HostCopies(engine.checkpoint_engine, cfg.pinned_checkpoint_copies,
+                                                           warn=lambda line: print_line(f"[rank {ctx.rank}] {line}"))
+            else:  # a "checkpoint": {"writer": ...} section of the DeepSpeed config chose DeepSpeed's fast or
+                # decoupled engine
+                print0(f"warning: async_checkpoints: DeepSpeed's {type(engine.checkpoint_engine).__name__} writes "
+                       "the checkpoints (the DeepSpeed config's checkpoint writer); saves block while it writes")
+        self.background = isinstance(engine.checkpoint_engine, ckpt.HostCopies)
+
+    def save(self, loop, tags, ending):
+        """tags[0], with the others as hard links of it; a save that ends the run writes while training waits."""
+        if not self.cfg.save_checkpoints:
+            return
+        if self.pending is not None:  # one save at a time: the one before is complete (or has failed) first
+            t_wait, before = time.time(), self.pending[1]
+            self.finish()
+            if time.time() - t_wait > 0.5:
+                print0(f"waited {time.time() - t_wait:.1f}s for the background write of {' + '.join(before)}")
+        result = ckpt.save_run(self.engine, self.cfg, loop, tags[0], tags[1:], self.zero_stage, self.model_config,
+                               background=self.background and not ending)
+        if not isinstance(result, ckpt.PendingSave):
+            return self.report(result, tags, loop["iter"])
+        if not self.said_host_ram:
+            self.said_host_ram = True
+            print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM "
+                   f"({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, kept for the next "
+                   "save) and write it while training goes on")
+        self.pending = (result, tags)
+
+    def state(self):
+        """[finished, failed] of this rank's part of the background save, for the step's all-reduce."""
+        return self.pending[0].state() if self.pending else [0.0, 0.0]
+
+    def finish(self, counts=None):
+        """Make the background save visible: with counts (ranks finished, failed: the all-reduced state()) once
+        every rank has written its part; without, after waiting for it. A failed write raises SaveFailed."""
+        if self.pending is None:
+            return
+        saving, tags = self.pending
+        result = (ckpt.wait_run_save(saving, self.ctx.device) if counts is None
+                  else ckpt.finish_run_save(saving, *counts))
+        if result is not None:
+            self.pending = None
+            self.report(result, tags, saving.marker["iteration"])
+
+    def report(self, result, tags, iteration):
+        """Rank 0: the line of a save made visible, and its monitor events."""
+        if not result:
+            return
+        seconds, size, total, removed, hash_seconds, written = result
+        gone = f"; removed {', '.join(removed)}" if removed else ""
+        behind = "" if written is None else f", written in the background in {written:.1f}s"
+        print0(f"saved {' + '.join(tags)} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB{behind}, hashed in "
+               f"{hash_seconds:.1f}s; {self.cfg.out_dir} holds {total / 2 ** 30:.2f} GiB{gone})")
+        self.monitor.write_events([("Checkpoint/save_seconds", seconds, iteration),
+                                   ("Checkpoint/size_gib", size / 2 ** 30, iteration)])
+
+
 # -----------------------------------------------------------------------------
 # the run
 
@@ -442,18 +512,7 @@ def run(cfg):
     loop = loop_state(cfg, ctx, start, splits, engine, optimizer, load_dir)
     print_summary(cfg, ctx, model, origin, fused_note, ds_config, zero_stage, start, splits)
 
-    def save(tags):
-        """The one place a checkpoint is written: tags[0], with the others as hard links of it."""
-        if not cfg.save_checkpoints:
-            return
-        result = ckpt.save_run(engine, cfg, loop, tags[0], tags[1:], zero_stage, vars(model.config))
-        if result is not None:
-            seconds, size, total, removed, hash_seconds = result
-            gone = f"; removed {', '.join(removed)}" if removed else ""
-            print0(f"saved {' + '.join(tags)} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB, hashed in "
-                   f"{hash_seconds:.1f}s; {cfg.out_dir} holds {total / 2 ** 30:.2f} GiB{gone})")
-            monitor.write_events([("Checkpoint/save_seconds", seconds, loop["iter"]),
-                                  ("Checkpoint/size_gib", size / 2 ** 30, loop["iter"])])
+    saves = Saves(cfg, ctx, engine, monitor, zero_stage, vars(model.config))
 
     # ---- the training loop
     import deepspeed.comm as dist
@@ -531,7 +590,7 @@ def run(cfg):
             elif last_step:
                 tags, status = ["final"], 0
             if tags:
-                save(tags)
+                saves.save(loop, tags, ending=status is not None)
             if farewell:
                 print0(farewell)
             if status is not None:
@@ -557,12 +616,14 @@ def run(cfg):
                     engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
             # one all-reduce carries the loss of every micro-batch of every rank and the stop requests
             deadline = cfg.max_runtime > 0 and time.time() - t_start > cfg.max_runtime * 3600
+            # and where a background save stands (ranks whose part is written, ranks whose write failed)
             flags = torch.cat([(loss_sum / ga).view(1),
-                               torch.tensor(stop.requests() + [float(deadline)], device=ctx.device)])
+                               torch.tensor(stop.requests() + [float(deadline)] + saves.state(), device=ctx.device)])
             dist.all_reduce(flags)
             flags = flags.tolist()
             mean_loss = flags[0] / world_size
-            stop_reason = agreed_stop(flags[1:], StopFlag.REASONS + ("max_runtime",))
+            stop_reason = agreed_stop(flags[1:-2], StopFlag.REASONS + ("max_runtime",))
+            saves.finish(flags[-2:])
             nonfinite = not math.isfinite(mean_loss)
             if overflow_scan_off and cfg.dtype == "bfloat16":
                 ds_patches.scan_this_step(optimizer, nonfinite)  # DeepSpeed then skips the step, clears the grads
@@ -629,6 +690,7 @@ def run(cfg):
                 break
     finally:
         progress.close()
+    saves.finish()  # a run that ends waits for its background save (a diverged run's last one)
 
     if stop_reason == "the STOP file" and ctx.master:
         stop.consume_stop_file()
@@ -653,7 +715,8 @@ def main(argv):
             print_line(f"error: {e}")
         sys.exit(EXIT_BAD_INPUT)
     except ckpt.SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
-        print_line(f"error: {e}")
+        if str(e):  # SaveFailedElsewhere: the rank whose write failed says so
+            print_line(f"error: {e}")
         os._exit(1)
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
         print_line(out_of_memory_line(e, rank, cfg))
