@@ -23,6 +23,16 @@ leaves the hashes in .tmp-<tag>/.hashes-<rank>.json; rank 0 puts them in complet
 digests of its 64 MiB pieces (HASH_SCHEME): the pieces hash in parallel, so a 20 GB file takes seconds, not
 a core's 15. verify(tag_dir, content=True) reads every file against it: a file whose bytes changed and whose size
 did not (a flipped bit on disk, a copy gone wrong, a file edited in place) is refused instead of loaded.
+
+Background saves (async_checkpoints): HostCopies takes the place of DeepSpeed's checkpoint engine, so that
+engine.save_checkpoint only copies each state dict off the device into host buffers (kept from save to save) and
+queues its write; a PendingSave's thread then writes the files through DeepSpeed's own engine, and hashes them, while
+training goes on. The step's all-reduce carries each rank's "written" and "failed" flags: once every rank has
+written its part, rank 0 writes complete.json, renames and moves `latest` as a blocking save does; a failed write
+ends every rank (SaveFailed on the rank it failed on). A kill meanwhile leaves .tmp-<tag> behind, never `latest`.
+DeepSpeed 0.19.8's own engines do not give this: the decoupled one hands the live tensors (CUDA IPC, not a copy)
+to a spawned process and must commit before the next optimizer step changes them, so a write overlaps at most one
+iteration's forward and backward; the fast one (aio) writes faster but blocks; datastates needs its own package.
 """
 import contextlib
 import glob
@@ -32,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -61,6 +72,10 @@ class ContentMismatch(CheckpointError):
 
 class SaveFailed(Exception):
     """A checkpoint could not be written (a full disk, most often): one line, exit 1; `latest` is untouched."""
+
+
+class SaveFailedElsewhere(SaveFailed):
+    """Another rank's part of a background save failed; that rank says why: exit 1, no line of this rank's own."""
 
 
 def rank_state_name(rank):
@@ -528,9 +543,11 @@ def gather_file_entries(tmp_dir, world):
 
 
 def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update_latest=True, keep_last_n=0,
-         pinned=False):
+         pinned=False, background=False):
     """Save on every rank (DeepSpeed hangs otherwise). Returns (seconds, bytes of this tag, bytes of out_dir,
-    removed tags, seconds this rank spent hashing) on rank 0 and None elsewhere."""
+    removed tags, seconds this rank spent hashing, seconds written in the background or None) on rank 0 and None
+    elsewhere. With `background` (the engine's checkpoint engine a HostCopies), it returns a PendingSave on every
+    rank as soon as the state is copied off the device: see finish_save."""
     import deepspeed.comm as dist
     t0 = time.time()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -539,28 +556,203 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
     if rank == 0:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     dist.barrier()
-    with fast_torch_save(pinned):
+    copies = engine.checkpoint_engine if isinstance(engine.checkpoint_engine, HostCopies) else None
+    with fast_torch_save(pinned), copies.blocking(not background) if copies else contextlib.nullcontext():
         engine.save_checkpoint(out_dir, tag=tmp_tag, client_state=client_state, save_latest=False)
         if marker["zero_stage"] == 3 and tag == "final":  # ZeRO-3 also leaves a consolidated 16-bit model
             engine.save_16bit_model(tmp_dir, ZERO3_16BIT_MODEL)
-    atomic_torch_save(rank_state, os.path.join(tmp_dir, rank_state_name(rank)))
-    t_hash = time.time()
-    hash_own_files(tmp_dir, rank)
-    t_hash = time.time() - t_hash
+    jobs = copies.take_jobs() if copies else []
+    jobs.append((atomic_torch_save, rank_state, os.path.join(tmp_dir, rank_state_name(rank))))
+    pending = PendingSave(out_dir, tag, also, marker, update_latest, keep_last_n, jobs, rank, t0)
+    if background:
+        pending.thread.start()
+        return pending
+    pending.write()
+    if pending.error is not None:
+        raise pending.error
     dist.barrier()
-    result = None
-    if rank == 0:
-        files = gather_file_entries(tmp_dir, world)
-        missing = missing_files(files, world, marker["zero_stage"])
-        if missing:
-            raise CheckpointError(f"checkpoint {tmp_dir} lacks {missing} after every rank saved; is out_dir on a "
-                                  "file system that every node shares?")
-        atomic_write(os.path.join(tmp_dir, COMPLETE), json.dumps(
-            {**marker, "tag": tag, "files": files, "hash": HASH_SCHEME, "saved_at": time.time()}, indent=1))
-        result = install_tag(out_dir, tag, also, update_latest, keep_last_n)
-        result = (time.time() - t0, *result, t_hash)
-    dist.barrier()
+    result = finish_save(pending, world, 0)
+    dist.barrier()  # the tag is in place on return, on every rank
+    return result or None
+
+
+class PendingSave:
+    """One rank's part of a save: the files still to be written (host copies, for a background save), written in
+    order, then hashed (.hashes-<rank>.json); the tag is marked and installed once every rank's part is done."""
+
+    def __init__(self, out_dir, tag, also, marker, update_latest, keep_last_n, jobs, rank, t0):
+        self.out_dir, self.tag, self.also, self.marker = out_dir, tag, also, marker
+        self.update_latest, self.keep_last_n, self.jobs, self.rank, self.t0 = update_latest, keep_last_n, jobs, rank, t0
+        self.tmp_dir = os.path.join(out_dir, TMP_PREFIX + tag)
+        self.error, self.hash_seconds, self.written_seconds = None, 0.0, None
+        self.blocked_seconds = time.time() - t0
+        self.thread = threading.Thread(target=self.write, name=f"save {tag}", daemon=True)
+
+    def write(self):
+        try:
+            with fast_torch_save():
+                for write, obj, path in self.jobs:
+                    write(obj, path)
+            self.jobs = None  # the host copies are HostCopies' to keep; the rest can go
+            t = time.time()
+            hash_own_files(self.tmp_dir, self.rank)
+            self.hash_seconds = time.time() - t
+        except Exception as e:  # reported by the main thread, at the next step end, save or the end of the run
+            self.error = e
+        if self.thread.ident is not None:  # written in the background (the hashing after it counted apart)
+            self.written_seconds = time.time() - self.t0 - self.blocked_seconds - self.hash_seconds
+
+    def state(self):
+        """[finished, failed] on this rank, for the all-reduce that tells every rank where the save stands."""
+        done = not self.thread.is_alive()
+        return [float(done), float(done and self.error is not None)]
+
+
+def finish_save(pending, finished, failed):
+    """Every rank, with the number of ranks whose part of the save has finished and of those that failed (summed
+    over the ranks): None while some are still writing; a failure raises it (SaveFailedElsewhere on the ranks
+    whose own part went well); once every rank is done, rank 0 marks the tag complete and installs it, and
+    returns save()'s tuple ("" on the other ranks)."""
+    import deepspeed.comm as dist
+    world = dist.get_world_size()
+    if failed:
+        if pending.error is not None:
+            raise pending.error
+        raise SaveFailedElsewhere("")
+    if finished < world:
+        return None
+    if pending.rank != 0:
+        return ""
+    files = gather_file_entries(pending.tmp_dir, world)
+    missing = missing_files(files, world, pending.marker["zero_stage"])
+    if missing:
+        raise CheckpointError(f"checkpoint {pending.tmp_dir} lacks {missing} after every rank saved; is out_dir on "
+                              "a file system that every node shares?")
+    atomic_write(os.path.join(pending.tmp_dir, COMPLETE), json.dumps(
+        {**pending.marker, "tag": pending.tag, "files": files, "hash": HASH_SCHEME, "saved_at": time.time()},
+        indent=1))
+    size, total, removed = install_tag(pending.out_dir, pending.tag, pending.also, pending.update_latest,
+                                       pending.keep_last_n)
+    seconds = pending.blocked_seconds if pending.written_seconds is not None else time.time() - pending.t0
+    return seconds, size, total, removed, pending.hash_seconds, pending.written_seconds
+
+
+def wait_save(pending, device):
+    """Every rank: wait for this rank's part of a background save, then finish it as finish_save does."""
+    import deepspeed.comm as dist
+    pending.thread.join()
+    counts = torch.tensor(pending.state(), device=device)
+    dist.all_reduce(counts)
+    result = finish_save(pending, *counts.tolist())
+    dist.barrier()  # the tag is in place on return, on every rank
     return result
+
+
+class HostCopies:
+    """DeepSpeed's checkpoint engine (engine.checkpoint_engine) wrapped for background saves: save() copies the
+    state dict's tensors off the device into host buffers kept for the next save (pinned for GPU tensors, where
+    asked: the copy then runs at the link's speed) and queues the write of that copy, which DeepSpeed's own engine
+    does later, on PendingSave's thread; loading and the rest are DeepSpeed's. Where the host lacks the RAM for a
+    copy, that file is written at once, as without it (said once). Each storage is copied whole, as torch.save
+    writes it, so the files are those of a blocking save."""
+
+    def __init__(self, inner, pinned, warn=print):
+        self.inner, self.pinned, self.warn = inner, pinned, warn
+        self.jobs, self.pool, self.now, self.warned = [], {}, True, False
+
+    def __getattr__(self, name):  # load, makedirs, create, commit, is_decoupled, ...: DeepSpeed's engine
+        return getattr(self.inner, name)
+
+    @contextlib.contextmanager
+    def blocking(self, now):
+        self.now = now
+        try:
+            yield
+        finally:
+            self.now = True
+
+    def take_jobs(self):
+        jobs, self.jobs = self.jobs, []
+        return jobs
+
+    def host_bytes(self):
+        """Host RAM the copies hold (kept from save to save)."""
+        return sum(self.held(b.numel(), b.is_pinned()) for b in self.pool.values())
+
+    @staticmethod
+    def held(nbytes, pinned):
+        """RAM a buffer of nbytes takes: PyTorch's pinned-memory allocator rounds each up to a power of two."""
+        return 1 << max(nbytes - 1, 0).bit_length() if pinned and nbytes else nbytes
+
+    def save(self, state_dict, path):
+        copy = None if self.now else self.host_copy(state_dict, os.path.basename(path))
+        if copy is None:
+            return self.inner.save(state_dict, path)
+        self.jobs.append((self.inner.save, copy, path))
+
+    def host_copy(self, obj, name):
+        """obj with every tensor's storage copied into this file's host buffers, or None where RAM is short."""
+        import collections
+        import copy
+        import psutil
+        storages = {}
+        for t in tensors_in(obj):
+            s = t.untyped_storage()
+            storages.setdefault((s.data_ptr(), s.nbytes(), s.device), s)
+        keys = list(storages)
+        new = sum(self.held(k[1], self.pinned and k[2].type == "cuda") for i, k in enumerate(keys)
+                  if getattr(self.pool.get((name, i)), "numel", lambda: -1)() != k[1])
+        free = psutil.virtual_memory().available
+        if new > free - max(2 * 2 ** 30, free // 10):
+            if not self.warned:
+                self.warned = True
+                self.warn(f"warning: async_checkpoints: a host copy of {name} needs {new / 2 ** 30:.2f} GiB more and "
+                          f"{free / 2 ** 30:.2f} GiB is available: saves write while training waits, as with "
+                          "--async_checkpoints=False")
+            return None
+        host = {}
+        for i, key in enumerate(keys):
+            buf = self.pool.get((name, i))
+            if buf is None or buf.numel() != key[1]:
+                pin = self.pinned and key[2].type == "cuda"
+                buf = self.pool[(name, i)] = torch.empty(key[1], dtype=torch.uint8, pin_memory=pin)
+            if key[1]:
+                src = torch.empty(0, dtype=torch.uint8, device=key[2]).set_(storages[key])
+                buf.copy_(src, non_blocking=True)
+            host[key] = buf.untyped_storage()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the copies are done before training changes the tensors again
+
+        def rebuild(o):
+            if isinstance(o, torch.Tensor):
+                s = o.untyped_storage()
+                t = torch.empty(0, dtype=o.dtype).set_(host[(s.data_ptr(), s.nbytes(), s.device)],
+                                                       o.storage_offset(), o.size(), o.stride())
+                if isinstance(o, torch.nn.Parameter):
+                    return torch.nn.Parameter(t, requires_grad=o.requires_grad)
+                return t.requires_grad_(o.requires_grad)
+            if type(o) in (dict, collections.OrderedDict):
+                return type(o)((k, rebuild(v)) for k, v in o.items())
+            if type(o) in (list, tuple):
+                return type(o)(rebuild(v) for v in o)
+            try:
+                return copy.deepcopy(o)  # a loss scaler, a config: as they are now, not as they are at the write
+            except Exception:
+                return o
+
+        return rebuild(obj)
+
+
+def tensors_in(obj):
+    """Every tensor in nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v)
 
 
 def install_tag(out_dir, tag, also, update_latest, keep_last_n):
@@ -695,82 +887,3 @@ def convert_to_universal(out_dir, tag, log=print):
     log(f"converted {src} ({marker['world_size']} ranks) to a universal checkpoint in {dst} "
         f"in {time.time() - t0:.1f}s")
     return dst
-
-
-# -----------------------------------------------------------------------------
-# the run's state: what a training run saves beside DeepSpeed's engine state, and takes back on resume
-#   client_state["loop"]    the loop's plain dict (iteration, LR step, best val loss, tokens seen, ...)
-#   rank_<r>_state.pt       each rank's RNG states and sampler position
-#   complete.json           iteration, world size, ZeRO stage, dtype, model shape and settings (the marker)
-
-
-def is_write_error(e):
-    """A file could not be written: OSError (ENOSPC, EDQUOT, EIO, ...), or torch.save's RuntimeError for a write cut
-    short by a full disk ("unexpected pos ...", "basic_ios::clear: iostream error", "PytorchStreamWriter failed")."""
-    text = str(e)
-    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and any(
-        key in text for key in ("unexpected pos", "iostream error", "PytorchStreamWriter failed", "file write failed")))
-
-
-def save_run(engine, cfg, loop, tag, also, zero_stage, model_config):
-    """Save the run at loop["iter"] as `tag` (and the tags in `also`, hard links of it) on every rank. Returns
-    save()'s (seconds, bytes of the tag, bytes of out_dir, removed tags) on rank 0, None elsewhere; a failed write
-    raises SaveFailed with the line to print."""
-    import deepspeed.comm as dist
-    from distributed import rng_state
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    client_state = {"loop": dict(loop), "config": dict(cfg), "model_config": dict(model_config)}
-    marker = {"iteration": loop["iter"], "world_size": world_size, "zero_stage": zero_stage, "dtype": cfg.dtype,
-              "model_config": dict(model_config), "config": dict(cfg)}
-    rank_state = {"rng": rng_state(), "sampler": {"seed": loop["data_seed"], "rank": rank,
-                                                  "iteration": loop["iter"], "world_size": world_size}}
-    try:
-        return save(engine, cfg.out_dir, tag, client_state, rank_state, marker, also=also,
-                    keep_last_n=cfg.keep_last_n, pinned=cfg.pinned_checkpoint_copies)
-    except Exception as e:
-        if not is_write_error(e):  # e.g. a collective broken by another rank's failure: that rank says why
-            raise
-        from settings import one_line
-        free = shutil.disk_usage(cfg.out_dir).free
-        latest = read_latest(cfg.out_dir)  # a save updates it last, once the new tag is complete
-        size = dir_bytes(os.path.join(cfg.out_dir, latest)) if latest else 0
-        room = (f"; a save needs room for one more checkpoint ({size / 2 ** 30:.2f} GiB) beside those kept, "
-                "which go only once the new one is complete" if size else "")
-        kept = f"latest still names {latest}" if latest else "nothing was saved before"
-        raise SaveFailed(f"[rank {rank}] saving {tag} failed ({type(e).__name__}: {one_line(e)}); {cfg.out_dir} "
-                         f"has {free / 2 ** 30:.2f} GiB free{room}. {kept}: free space (or lower --keep_last_n) "
-                         "and resume with --init_from=resume") from e
-
-
-def load_run(engine, optimizer, load_dir, tag, loop, marker, device, seed, warn=print):
-    """Resume: the engine's state from load_dir/tag, the loop's dict updated from it, and this rank's RNG state
-    (on as many ranks as saved it; on another number they are re-derived from the seed). Raises CheckpointError."""
-    import deepspeed.comm as dist
-    from distributed import seed_everything, set_rng_state
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    try:
-        _, client_state = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
-                                                 load_lr_scheduler_states=False)
-    except Exception as e:
-        raise CheckpointError(refused(os.path.join(load_dir, tag), e) or f"checkpoint {os.path.join(load_dir, tag)} "
-                              f"could not be loaded ({load_error(e)})") from None
-    # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
-    data_tokens = loop["data_tokens"]
-    loop.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"], "data_tokens": data_tokens})
-    for name, (train_was, val_was) in client_state["loop"].get("data_tokens", {}).items():
-        if name in data_tokens and data_tokens[name] != [train_was, val_was]:
-            warn(f"warning: dataset {name} changed since {tag} was saved (train {train_was:,} -> "
-                 f"{data_tokens[name][0]:,} tokens, val {val_was:,} -> {data_tokens[name][1]:,}): the run goes on "
-                 "with other text, and its val loss is not comparable with the earlier one")
-    # a universal checkpoint restores AdamW's step counts on the CPU; torch's fused AdamW wants them beside the
-    # parameters
-    for param_state in getattr(optimizer, "optimizer", optimizer).state.values():
-        if torch.is_tensor(param_state.get("step")) and param_state["step"].device != device:
-            param_state["step"] = param_state["step"].to(device)
-    if marker["world_size"] == world_size:
-        set_rng_state(load_rank_state(os.path.join(load_dir, tag), rank)["rng"])
-    else:
-        seed_everything(seed, rank, loop["iter"])
-        warn(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {marker['world_size']}: iteration, best "
-             "val loss, LR position, loss scale and optimizer moments carried over; per-rank RNG and batches "
-             "re-derived")

@@ -21,6 +21,7 @@ from torch.profiler import record_function
 
 import checkpoint as ckpt
 import ds_patches
+from checkpoint_manager import Saves, load_run
 from dataloader import Batches, continual_data_seed, describe, eval_batch, load_splits, loss_weights, to_device
 from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, check_content, check_same_start,
                          check_shared_out_dir, compute_cleanup, compute_init, environment, print0, print_line,
@@ -45,6 +46,8 @@ always_save_checkpoint = False  # save iter_N at every eval, not only when val l
 keep_last_n = 2  # iter_N checkpoints kept (best and final are never deleted); 0 keeps all
 save_checkpoints = True  # False writes no checkpoint at all (benchmarks, dry runs)
 pinned_checkpoint_copies = True  # faster saves for host RAM the size of each rank's share of a checkpoint
+async_checkpoints = True  # a save blocks only to copy the state into host RAM (each rank's share of a checkpoint,
+# kept for the next save); the files are written, hashed and made visible while training goes on
 max_runtime = 0.0  # hours; when reached, save and exit like on SIGTERM (0 = no limit)
 patience = 0  # stop after this many evals without val improvement (0 = never)
 # data
@@ -205,7 +208,7 @@ def loop_state(cfg, ctx, start, splits, engine, optimizer, load_dir):
         return loop
     tag, failure = start["tag"], None
     try:  # each rank reads files of its own: a failure on one is agreed, so that no rank is left in a collective
-        ckpt.load_run(engine, optimizer, load_dir, tag, loop, start["marker"], ctx.device, cfg.seed, warn=print0)
+        load_run(engine, optimizer, load_dir, tag, loop, start["marker"], ctx.device, cfg.seed, warn=print0)
     except ckpt.CheckpointError as e:
         others = choose_with(ckpt.other_tags(os.path.join(cfg.out_dir, tag)), "tag with --resume_tag=TAG")
         failure = f"[rank {ctx.rank}] {e}; {others}"
@@ -428,18 +431,7 @@ def run(cfg):
     loop = loop_state(cfg, ctx, start, splits, engine, optimizer, load_dir)
     print_summary(cfg, ctx, model, origin, fused_note, ds_config, zero_stage, start, splits)
 
-    def save(tags):
-        """The one place a checkpoint is written: tags[0], with the others as hard links of it."""
-        if not cfg.save_checkpoints:
-            return
-        result = ckpt.save_run(engine, cfg, loop, tags[0], tags[1:], zero_stage, vars(model.config))
-        if result is not None:
-            seconds, size, total, removed, hash_seconds = result
-            gone = f"; removed {', '.join(removed)}" if removed else ""
-            print0(f"saved {' + '.join(tags)} in {seconds:.1f}s ({size / 2 ** 30:.2f} GiB, hashed in "
-                   f"{hash_seconds:.1f}s; {cfg.out_dir} holds {total / 2 ** 30:.2f} GiB{gone})")
-            monitor.write_events([("Checkpoint/save_seconds", seconds, loop["iter"]),
-                                  ("Checkpoint/size_gib", size / 2 ** 30, loop["iter"])])
+    saves = Saves(cfg, ctx, engine, monitor, zero_stage, vars(model.config))
 
     # ---- the training loop
     import deepspeed.comm as dist
@@ -526,7 +518,7 @@ def run(cfg):
                        file=sys.stderr)
                 tags, status, farewell = [], EXIT_DIVERGED, None
             if tags:
-                save(tags)
+                saves.save(loop, tags, ending=status is not None)
             if farewell:
                 print0(farewell)
             if status is not None:
@@ -558,15 +550,16 @@ def run(cfg):
                 loss_sum += loss.detach().float() * targets[micro_step]
                 if micro_step < ga - 1:
                     engine.step()  # DeepSpeed counts micro-steps: only the step() after the last one updates weights
-            # one all-reduce carries the loss and trained targets of every micro-batch of every rank and the stop
-            # requests
             deadline = cfg.max_runtime > 0 and time.time() - t_start > cfg.max_runtime * 3600
+            # one all-reduce carries the loss and trained targets of every micro-batch of every rank, the stop
+            # requests and where a background save stands (ranks whose part is written, ranks whose write failed)
             flags = torch.cat([loss_sum.view(1), torch.tensor([float(sum(targets))] + stop.requests() +
-                                                              [float(deadline)], device=ctx.device)])
+                                                              [float(deadline)] + saves.state(), device=ctx.device)])
             dist.all_reduce(flags)
             flags = flags.tolist()
             mean_loss = flags[0] / flags[1] if flags[1] else float("nan")
-            stop_reason = agreed_stop(flags[2:], StopFlag.REASONS + ("max_runtime",))
+            stop_reason = agreed_stop(flags[2:-2], StopFlag.REASONS + ("max_runtime",))
+            saves.finish(flags[-2:])
             nonfinite = not math.isfinite(mean_loss)
             if overflow_scan_off and cfg.dtype == "bfloat16":
                 ds_patches.scan_this_step(optimizer, nonfinite)  # DeepSpeed then skips the step, clears the grads
@@ -633,6 +626,7 @@ def run(cfg):
                 break
     finally:
         progress.close()
+    saves.finish()  # a run that ends waits for its background save (a diverged run's last one)
 
     if stop_reason == "the STOP file" and ctx.master:
         stop.consume_stop_file()
@@ -662,7 +656,8 @@ def main(argv):
             print_line(f"error: [rank {rank}] {e}")
         sys.exit(EXIT_BAD_INPUT)
     except ckpt.SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
-        print_line(f"error: {e}")
+        if str(e):  # SaveFailedElsewhere: the rank whose write failed says so
+            print_line(f"error: {e}")
         os._exit(1)
     except torch.OutOfMemoryError as e:  # the launcher ends the other ranks, which may wait in a collective
         print_line(out_of_memory_line(e, rank, cfg))

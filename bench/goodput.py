@@ -19,7 +19,8 @@ its lines time-stamped as they arrive. From its log:
     wall_s        launch to the launcher's exit
     step_s        the sum of the logged iteration times (each one optimizer step: forward, backward, step;
                   the trainer's timer leaves evals and saves out)
-    saves_s       time blocked in saves (the sum of the "saved ... in Xs" lines; each one in "saves")
+    saves_s       time blocked in saves (the sum of the "saved ... in Xs" lines, and of "waited Xs for the
+                  background write of ..." where a save waited for the one before it; each one in "saves")
     evals_s       the sum of the "eval N: ... Xs total" lines
     startup_s     launch to the start of the first optimizer step (launch_to_first_step_s less that step and
                   the evals before it; "process_to_first_step_s" is the trainer's own figure, from its process's
@@ -67,7 +68,12 @@ def parse(lines, wall_s):
         if m:
             saves.append((t, m.group(1), float(m.group(2))))
             h = re.search(r"hashed in ([\d.]+)s", line)
-            hashes.append(float(h.group(1)) if h else None)
+            w = re.search(r"written in the background in ([\d.]+)s", line)
+            hashes.append((float(h.group(1)) if h else None, float(w.group(1)) if w else None))
+        m = re.match(r"waited ([\d.]+)s for the background write of (\S+(?: \+ \S+)*)", line)
+        if m:  # a save that waited for the one before it: blocked as long
+            saves.append((t, f"waiting for {m.group(2)}", float(m.group(1))))
+            hashes.append((None, None))
         m = re.match(r"eval (\d+): .*\| ([\d.]+)s val, ([\d.]+)s total", line)
         if m:
             evals.append((t, int(m.group(1)), float(m.group(3))))
@@ -95,8 +101,8 @@ def parse(lines, wall_s):
         "loop_to_first_step_s": first[0] if first else None,
         "process_to_first_step_s": first[1] if first else None,
         "median_step_s": sorted(s for _, _, s in steps)[len(steps) // 2],
-        "saves": [{"tags": tags, "seconds": s, "hash_seconds": h, "at_s": round(t, 2)}
-                  for (t, tags, s), h in zip(saves, hashes)],
+        "saves": [{"tags": tags, "seconds": s, "hash_seconds": h, "background_seconds": w, "at_s": round(t, 2)}
+                  for (t, tags, s), (h, w) in zip(saves, hashes)],
         "evals": [{"iteration": i, "seconds": s} for _, i, s in evals],
     }
     return result

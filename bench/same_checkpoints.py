@@ -8,8 +8,12 @@ bench/results/2026-11-28-determinism/resume_ab.sh.
 import argparse
 import glob
 import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoint as ckpt  # noqa: E402
 
 
 def tensors(obj, found):
@@ -26,7 +30,7 @@ def tensors(obj, found):
 
 def tag_tensors(run_dir, tag):
     return [t for path in sorted(glob.glob(os.path.join(run_dir, tag, "*.pt")))
-            for t in tensors(torch.load(path, map_location="cpu", weights_only=False), [])]
+            for t in tensors(torch.load(path, map_location="cpu", weights_only=True), [])]
 
 
 def main():
@@ -36,6 +40,7 @@ def main():
     parser.add_argument("run_b")
     parser.add_argument("--tag", default="final")
     args = parser.parse_args()
+    ckpt.safe_loading()  # checkpoints are data: nothing in them runs
     a, b = tag_tensors(args.run_a, args.tag), tag_tensors(args.run_b, args.tag)
     differ = sum(not (x.shape == y.shape and torch.equal(x, y)) for x, y in zip(a, b))
     print(f"{args.label}: {len(a)} vs {len(b)} tensors in the {args.tag} checkpoints; differing: {differ}", flush=True)

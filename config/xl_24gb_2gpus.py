@@ -10,8 +10,10 @@ batch_size = 4
 target_batch_size = 128
 gradient_checkpointing = -1
 eval_interval = 5
-# workstations with these cards are often short of host RAM: no pinned checkpoint buffers (~10 GB per rank)
+# workstations with these cards are often short of host RAM: no pinned checkpoint buffers (~10 GB per rank), no
+# host copies for background saves
 pinned_checkpoint_copies = False
+async_checkpoints = False
 # micro-batches of 4 with every block recomputed: the Triton add + LayerNorm kernels measured slower here, not
 # faster (2 x H200 capped at 24 GB, fp16: 4,484-4,667 ms per iteration without, 4,979-5,048 with; bench/NOTES.md)
 fused_norm = False

@@ -10,5 +10,7 @@ deepspeed_config = "ds_config_zero2_offload.json"
 target_batch_size = 128
 gradient_checkpointing = -1
 eval_interval = 5
-# the optimizer state already holds ~19 GB of pinned host RAM; keep checkpoint copies pageable
+# the optimizer state already holds ~19 GB of pinned host RAM; keep checkpoint copies pageable, and no host copy
+# of the whole state for background saves (another ~20 GB)
 pinned_checkpoint_copies = False
+async_checkpoints = False

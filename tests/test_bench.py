@@ -37,15 +37,19 @@ def test_goodput_cpu_mode(shakespeare, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.load(open(tmp_path / "result" / "goodput.json"))
     assert data["exit_code"] == 0 and data["steps"] == 8 and "not a GPU one" in data["mode"]
-    assert [s["tags"] for s in data["saves"]] == ["iter_2 + best", "iter_4 + best", "iter_6 + best", "final + best"]
+    saves = [s for s in data["saves"] if not s["tags"].startswith("waiting for ")]  # a write that took 2 steps
+    assert [s["tags"] for s in saves] == ["iter_2 + best", "iter_4 + best", "iter_6 + best", "final + best"]
     assert [e["iteration"] for e in data["evals"]] == [0, 2, 4, 6, 8]
-    assert all(s["hash_seconds"] is not None for s in data["saves"])
+    assert all(s["hash_seconds"] is not None for s in saves)
+    # async_checkpoints (the default): the saves during the run are written in the background, the final one not
+    assert all(s["background_seconds"] is not None for s in saves[:-1]) and saves[-1]["background_seconds"] is None
     parts = ("step_s", "saves_s", "evals_s", "startup_s", "exit_s", "other_s")
     assert all(data[k] >= 0 for k in parts[:-1]) and data["startup_s"] > 0 and data["exit_s"] > 0
     assert abs(sum(data[k] for k in parts) - data["wall_s"]) < 0.05
-    assert data["goodput"] == round(data["step_s"] / data["wall_s"], 4) and 0 < data["goodput"] < 1
+    assert abs(data["goodput"] - data["step_s"] / data["wall_s"]) < 1e-3 and 0 < data["goodput"] < 1
     assert 0 < data["process_to_first_step_s"] < data["launch_to_first_step_s"]
     assert (tmp_path / "result" / "run.log").read_text().count("saved ") == 4
+    assert abs(data["saves_s"] - sum(s["seconds"] for s in data["saves"])) < 0.05
 
 
 def test_curves_reports_largest_loss_difference(tmp_path):
