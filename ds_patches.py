@@ -34,6 +34,11 @@ def apply_collective_timeout(timeout):
 def quiet_deprecations():
     import warnings
     warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+    # on one GPU DeepSpeed leaves the process group without a bound device (deepspeed/comm/torch.py: binding one
+    # makes torch split communicators for every new group), so every barrier warns that it uses the current
+    # device: compute_init has set that device, which is the one meant
+    warnings.filterwarnings("ignore", message=r"barrier\(\): using the device under current context",
+                            category=UserWarning)
 
 
 def explain_build_lock_waits(first_after_s=10.0, every_s=60.0, say=None):
