@@ -39,16 +39,14 @@ class Saves:
         self.background = isinstance(engine.checkpoint_engine, ckpt.HostCopies)
 
     def save(self, loop, tags, ending):
-        """tags[0], with the others as hard links of it; a save that ends the run writes while training waits."""
+        """tags[0], with the others as hard links of it. A save that ends the run is written while the run waits,
+        from the host copies where there are (kept from the saves before it: no new pinned buffers to allocate)."""
         if not self.cfg.save_checkpoints:
             return
-        if self.pending is not None:  # one save at a time: the one before is complete (or has failed) first
-            t_wait, before = time.time(), self.pending[1]
-            self.finish()
-            if time.time() - t_wait > 0.5:
-                print0(f"waited {time.time() - t_wait:.1f}s for the background write of {' + '.join(before)}")
+        self.finish()  # one save at a time: the one before is complete (or has failed) first
+        t0 = time.time()
         result = save_run(self.engine, self.cfg, loop, tags[0], tags[1:], self.zero_stage, self.model_config,
-                               background=self.background and not ending)
+                          background=self.background)
         if not isinstance(result, ckpt.PendingSave):
             return self.report(result, tags, loop["iter"])
         if not self.said_host_ram:
@@ -56,6 +54,9 @@ class Saves:
             print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM "
                    f"({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, kept for the next "
                    "save) and write it while training goes on")
+        if ending:
+            done = wait_run_save(result, self.ctx.device)
+            return self.report(done and (time.time() - t0, *done[1:5], None), tags, loop["iter"])
         self.pending = (result, tags)
 
     def state(self):
@@ -68,11 +69,15 @@ class Saves:
         if self.pending is None:
             return
         saving, tags = self.pending
+        t0 = time.time()
         result = (wait_run_save(saving, self.ctx.device) if counts is None
                   else finish_run_save(saving, *counts))
-        if result is not None:
-            self.pending = None
-            self.report(result, tags, saving.marker["iteration"])
+        if result is None:
+            return
+        self.pending = None
+        if counts is None and time.time() - t0 > 0.5:
+            print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}")
+        self.report(result, tags, saving.marker["iteration"])
 
     def report(self, result, tags, iteration):
         """Rank 0: the line of a save made visible, and its monitor events."""

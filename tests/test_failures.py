@@ -121,24 +121,26 @@ def test_sigterm_during_an_eval_stops_at_that_eval(reference_run, shakespeare, t
     assert eval_losses(resumed.stdout)[12] == eval_losses(ref_log)[12]
 
 
-def test_a_full_disk_during_a_save_is_one_line_and_latest_stays(shakespeare, tmp_path):
+@pytest.mark.parametrize("iteration, tag, kept", [(4, "iter_4", "iter_2"),  # written in the background
+                                                  (6, "final", "iter_4")])  # ends the run: written as it waits
+def test_a_full_disk_during_a_save_is_one_line_and_latest_stays(shakespeare, tmp_path, iteration, tag, kept):
     out = tmp_path / "out"
     args = [*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=2",
             "--always_save_checkpoint=True"]
-    full = launch(args, faults="disk_full_in_save@4:1")
+    full = launch(args, faults=f"disk_full_in_save@{iteration}:1")
     assert full.returncode == 1, full.stdout[-3000:]
     # rank 0 then loses its peer in the save's collective (a gloo error of its own, or killed by the launcher first)
     errors = [line for line in full.stdout.splitlines() if line.startswith("error: [rank 1]")]
     assert len(errors) == 1 and re.fullmatch(
-        rf"error: \[rank 1\] saving iter_4 failed \(OSError: \[Errno 28\] No space left on device\); {out} has "
+        rf"error: \[rank 1\] saving {tag} failed \(OSError: \[Errno 28\] No space left on device\); {out} has "
         r"[\d.]+ GiB free; a save needs room for one more checkpoint \(0\.\d\d GiB\) beside those kept, which go "
-        r"only once the new one is complete\. latest still names iter_2: free space \(or lower --keep_last_n\) and "
+        rf"only once the new one is complete\. latest still names {kept}: free space \(or lower --keep_last_n\) and "
         r"resume with --init_from=resume", errors[0]), errors
-    assert ckpt.read_latest(str(out)) == "iter_2"
+    assert ckpt.read_latest(str(out)) == kept and not (out / tag).exists()
     resumed = launch([*args, "--init_from=resume"])
     assert_ok(resumed)
-    assert "checkpoint recovery: removed unfinished checkpoint .tmp-iter_4" in resumed.stdout
-    assert sorted(iter_losses(resumed.stdout)) == [3, 4, 5, 6] and ckpt.read_latest(str(out)) == "final"
+    assert f"checkpoint recovery: removed unfinished checkpoint .tmp-{tag}" in resumed.stdout
+    assert sorted(iter_losses(resumed.stdout)) == list(range(iteration - 1, 7)) and ckpt.read_latest(str(out)) == "final"
 
 
 def test_out_of_gpu_memory_is_one_line_naming_the_settings(shakespeare, tmp_path):
