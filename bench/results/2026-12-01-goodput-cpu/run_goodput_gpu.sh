@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WRITTEN, NOT RUN (no GPU was lent in the session that wrote it): issue 27's goodput job on one H200, background
+# WRITTEN, NOT RUN (no GPU was lent in the session that wrote it; its async job ran as ../2026-12-02-goodput-h200/run.sh): issue 27's goodput job on one H200, background
 # saves (the default) against blocking ones, alternated A B A B in one sitting, plus the hashing speed there.
 # Each job: ./run_deepspeed_xl.sh --max_iters=100 --eval_interval=25 --always_save_checkpoint=True --keep_last_n=1
 # (fp16, 16 x 8) from a stand-in gpt2-xl hub cache (random weights, ../shared/GPU.md). ~7 min a job blocking, so one
