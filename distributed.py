@@ -168,6 +168,7 @@ def compute_init(ctx, cfg):
     ds_patches.apply_collective_timeout(timeout)
     ds_patches.quiet_deprecations()
     ds_patches.explain_build_lock_waits()
+    ds_patches.skip_muon()
     try:
         deepspeed.init_distributed(timeout=timeout)
     except Exception as e:

@@ -41,6 +41,28 @@ def quiet_deprecations():
                             category=UserWarning)
 
 
+def skip_muon():
+    """DeepSpeed's ZeRO code imports its Muon optimizer on every run (zero/utils.is_zero_supported_optimizer, to add it
+    to the supported list; stage_1_and_2, for isinstance checks and muon_update), and that import wraps Muon's
+    kernels in torch.compile, which imports the compiler: 2.7 s of every process's start-up (cProfile, on the CPU,
+    2026-12-02). This trainer's optimizer is torch's AdamW and no parameter is marked use_muon, so stand-ins take
+    the modules' place: a class nothing is an instance of, and a muon_update that says it is not there."""
+    import sys
+    import types
+
+    class MuonWithAuxAdam:  # never instantiated: DeepSpeed's isinstance checks are False
+        pass
+
+    def muon_update(*args, **kwargs):
+        raise RuntimeError("DeepSpeed's Muon is switched off by ds_patches.skip_muon (this trainer uses AdamW)")
+
+    for name, attrs in (("original_muon", {"MuonWithAuxAdam": MuonWithAuxAdam, "muon_update": muon_update}),
+                        ("muon_optimizer", {"MuonWithAuxAdam": MuonWithAuxAdam})):
+        module = types.ModuleType(f"deepspeed.runtime.zero.muon.{name}")
+        module.__dict__.update(attrs)
+        sys.modules.setdefault(module.__name__, module)
+
+
 def explain_build_lock_waits(first_after_s=10.0, every_s=60.0, say=None):
     """Make torch.utils.file_baton.FileBaton.wait say, after first_after_s and then every every_s, which lock it
     waits for and how to free it (torch says nothing, or one warning after an optional delay)."""

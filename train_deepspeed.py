@@ -654,6 +654,10 @@ def main(argv):
             # found before the ranks could agree: another node's own disk state (its out_dir, its data) may differ
             # from rank 0's, so the first rank of each node says what it found
             print_line(f"error: [rank {rank}] {e}")
+        if tdist.is_initialized():  # the interpreter's exit with a live gloo group can abort ("terminate called
+            sys.stdout.flush()  # without an active exception", once in a CI-like run): leave at once
+            sys.stderr.flush()
+            os._exit(EXIT_BAD_INPUT)
         sys.exit(EXIT_BAD_INPUT)
     except ckpt.SaveFailed as e:  # the other ranks may wait in the save's collectives: leave at once, as below
         if str(e):  # SaveFailedElsewhere: the rank whose write failed says so

@@ -400,3 +400,29 @@ def test_the_one_gpu_barrier_warning_is_filtered():
         warnings.warn(text.group(1) + "You can specify `device_id` in `init_process_group` to mute this warning.")
         warnings.warn("another warning")
     assert [str(w.message) for w in caught] == ["another warning"]
+
+
+def test_deepspeeds_muon_is_stood_in_for_and_the_compiler_not_imported():
+    """ds_patches.skip_muon: DeepSpeed's ZeRO code finds stand-ins for its Muon modules (so that importing them does
+    not import torch's compiler: 2-3 s of each launch); its own muon_update is never reached, and says so if it is."""
+    import subprocess
+    import sys
+    code = """if True:
+        import sys, torch, ds_patches
+        ds_patches.skip_muon()
+        import deepspeed.runtime.zero.stage_1_and_2
+        from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
+        from deepspeed.runtime.zero.muon.original_muon import muon_update
+        assert not isinstance(torch.optim.AdamW([torch.zeros(1, requires_grad=True)]), MuonWithAuxAdam)
+        try:
+            muon_update(None, None)
+        except RuntimeError as e:
+            print(e)
+        print(sorted(m for m in sys.modules if m.startswith(("torch._inductor.compile_fx", "deepspeed.runtime.zero.muon."))))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-2:] == [
+        "DeepSpeed's Muon is switched off by ds_patches.skip_muon (this trainer uses AdamW)",
+        "['deepspeed.runtime.zero.muon.muon_optimizer', 'deepspeed.runtime.zero.muon.original_muon']"]
