@@ -290,7 +290,8 @@ def test_ctrl_c_on_the_bare_launcher_saves(shakespeare, tmp_path):
     get SIGINT and, from DeepSpeed's launch.py, SIGTERM a moment later. That is one stop, not a second signal: they
     finish the step and save (it used to be "stopped at once on a second signal", nothing saved)."""
     out = tmp_path / "out"
-    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"])
+    proc = start([*TINY, f"--dataset={shakespeare}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=500"],
+                 runner=True)
     lines = []
     read_until(proc, r"^iter 2/", lines)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
