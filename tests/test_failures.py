@@ -348,11 +348,11 @@ def test_a_stuck_rank_times_out_instead_of_hanging(shakespeare, tmp_path):
     """Rank 1 stops answering inside an iteration; rank 0's collective gives up after dist_timeout_minutes."""
     t0 = time.time()
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
-                   "--eval_interval=100", "--dist_timeout_minutes=0.5"], faults="hang@2:1", timeout=300)
+                   "--eval_interval=100", "--dist_timeout_minutes=0.25"], faults="hang@2:1", timeout=300)
     elapsed = time.time() - t0
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert re.search(r"[Tt]imed out|[Tt]imeout", proc.stdout), proc.stdout[-3000:]
-    assert 30 < elapsed < 150, elapsed  # waited for the timeout, not forever
+    assert 15 < elapsed < 150, elapsed  # waited for the timeout, not forever
 
 
 def test_max_runtime_saves_and_exits_75(shakespeare, tmp_path):
