@@ -14,8 +14,6 @@ import time
 import torch
 
 import checkpoint as ckpt
-from checkpoint import CheckpointError, SaveFailed, dir_bytes, finish_save, load_rank_state, read_latest, refused, \
-    load_error, save, wait_save
 from distributed import print0, print_line
 
 
@@ -114,20 +112,20 @@ def save_run(engine, cfg, loop, tag, also, zero_stage, model_config, background=
     rank_state = {"rng": rng_state(), "sampler": {"seed": loop["data_seed"], "rank": rank,
                                                   "iteration": loop["iter"], "world_size": world_size}}
     with save_failures(cfg.out_dir, tag):
-        return save(engine, cfg.out_dir, tag, client_state, rank_state, marker, also=also,
+        return ckpt.save(engine, cfg.out_dir, tag, client_state, rank_state, marker, also=also,
                     keep_last_n=cfg.keep_last_n, pinned=cfg.pinned_checkpoint_copies, background=background)
 
 
 def finish_run_save(pending, finished, failed):
     """finish_save, with a failed background write as save_run's SaveFailed line."""
     with save_failures(pending.out_dir, pending.tag):
-        return finish_save(pending, finished, failed)
+        return ckpt.finish_save(pending, finished, failed)
 
 
 def wait_run_save(pending, device):
     """wait_save, with a failed background write as save_run's SaveFailed line."""
     with save_failures(pending.out_dir, pending.tag):
-        return wait_save(pending, device)
+        return ckpt.wait_save(pending, device)
 
 
 @contextlib.contextmanager
@@ -141,12 +139,12 @@ def save_failures(out_dir, tag):
         import deepspeed.comm as dist
         from settings import one_line
         free = shutil.disk_usage(out_dir).free
-        latest = read_latest(out_dir)  # a save updates it last, once the new tag is complete
-        size = dir_bytes(os.path.join(out_dir, latest)) if latest else 0
+        latest = ckpt.read_latest(out_dir)  # a save updates it last, once the new tag is complete
+        size = ckpt.dir_bytes(os.path.join(out_dir, latest)) if latest else 0
         room = (f"; a save needs room for one more checkpoint ({size / 2 ** 30:.2f} GiB) beside those kept, "
                 "which go only once the new one is complete" if size else "")
         kept = f"latest still names {latest}" if latest else "nothing was saved before"
-        raise SaveFailed(f"[rank {dist.get_rank()}] saving {tag} failed ({type(e).__name__}: {one_line(e)}); "
+        raise ckpt.SaveFailed(f"[rank {dist.get_rank()}] saving {tag} failed ({type(e).__name__}: {one_line(e)}); "
                          f"{out_dir} has {free / 2 ** 30:.2f} GiB free{room}. {kept}: free space (or lower "
                          "--keep_last_n) and resume with --init_from=resume") from e
 
@@ -161,8 +159,9 @@ def load_run(engine, optimizer, load_dir, tag, loop, marker, device, seed, warn=
         _, client_state = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
                                                  load_lr_scheduler_states=False)
     except Exception as e:
-        raise CheckpointError(refused(os.path.join(load_dir, tag), e) or f"checkpoint {os.path.join(load_dir, tag)} "
-                              f"could not be loaded ({load_error(e)})") from None
+        tag_dir = os.path.join(load_dir, tag)
+        raise ckpt.CheckpointError(ckpt.refused(tag_dir, e) or f"checkpoint {tag_dir} could not be loaded "
+                                   f"({ckpt.load_error(e)})") from None
     # a checkpoint from before last_eval_iter existed resumes as it did then: no eval at its own iteration
     data_tokens = loop["data_tokens"]
     loop.update({"last_eval_iter": client_state["loop"]["iter"], **client_state["loop"], "data_tokens": data_tokens})
@@ -177,7 +176,7 @@ def load_run(engine, optimizer, load_dir, tag, loop, marker, device, seed, warn=
         if torch.is_tensor(param_state.get("step")) and param_state["step"].device != device:
             param_state["step"] = param_state["step"].to(device)
     if marker["world_size"] == world_size:
-        set_rng_state(load_rank_state(os.path.join(load_dir, tag), rank)["rng"])
+        set_rng_state(ckpt.load_rank_state(os.path.join(load_dir, tag), rank)["rng"])
     else:
         seed_everything(seed, rank, loop["iter"])
         warn(f"resumed on {world_size} rank{'s' * (world_size > 1)} from {marker['world_size']}: iteration, best "

@@ -125,6 +125,9 @@ def on_build(build_model):
     def faulty_build(*args, **kwargs):
         built = build_model(*args, **kwargs)
         if "sigint_in_startup" in FAULTS and any(r == RANK for _, _, r in FAULTS["sigint_in_startup"]):
+            # as `deepspeed` (runner.py) starts the ranks, SIGINT is Python's: a rank started from a background job
+            # through launch.py alone inherits it ignored, and would not see this one
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGINT)
         return built
     return faulty_build
