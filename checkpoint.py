@@ -700,8 +700,9 @@ class HostCopies:
             s = t.untyped_storage()
             storages.setdefault((s.data_ptr(), s.nbytes(), s.device), s)
         keys = list(storages)
-        new = sum(self.held(k[1], self.pinned and k[2].type == "cuda") for i, k in enumerate(keys)
-                  if getattr(self.pool.get((name, i)), "numel", lambda: -1)() != k[1])
+        pin = [self.pinned and k[2].type == "cuda" for k in keys]
+        stale = [i for i, k in enumerate(keys) if (name, i) not in self.pool or self.pool[(name, i)].numel() != k[1]]
+        new = sum(self.held(keys[i][1], pin[i]) for i in stale)
         free = psutil.virtual_memory().available
         if new > free - max(2 * 2 ** 30, free // 10):
             if not self.warned:
@@ -711,11 +712,10 @@ class HostCopies:
                           "--async_checkpoints=False")
             return None
         host = {}
+        for i in stale:
+            self.pool[(name, i)] = torch.empty(keys[i][1], dtype=torch.uint8, pin_memory=pin[i])
         for i, key in enumerate(keys):
-            buf = self.pool.get((name, i))
-            if buf is None or buf.numel() != key[1]:
-                pin = self.pinned and key[2].type == "cuda"
-                buf = self.pool[(name, i)] = torch.empty(key[1], dtype=torch.uint8, pin_memory=pin)
+            buf = self.pool[(name, i)]
             if key[1]:
                 src = torch.empty(0, dtype=torch.uint8, device=key[2]).set_(storages[key])
                 buf.copy_(src, non_blocking=True)

@@ -16,21 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import checkpoint as ckpt  # noqa: E402
 
 
-def tensors(obj, found):
-    if torch.is_tensor(obj):
-        found.append(obj)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            tensors(value, found)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            tensors(value, found)
-    return found
-
-
 def tag_tensors(run_dir, tag):
     return [t for path in sorted(glob.glob(os.path.join(run_dir, tag, "*.pt")))
-            for t in tensors(torch.load(path, map_location="cpu", weights_only=True), [])]
+            for t in ckpt.tensors_in(torch.load(path, map_location="cpu", weights_only=True))]
 
 
 def main():
