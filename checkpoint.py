@@ -576,6 +576,21 @@ def save(engine, out_dir, tag, client_state, rank_state, marker, also=(), update
     return result or None
 
 
+def reserve_host_copies(engine, out_dir):
+    """Every rank, once the optimizer's state exists (after the first step): have HostCopies allocate the host
+    buffers of the background saves now, off the step's path, instead of inside the first save (GPT-2 XL on one
+    H200: 28 GiB of pinned buffers, 18 s of a 19 s save). DeepSpeed's save runs once with every write left out to
+    show what the files will hold; it leaves only its recovery scripts in a .tmp- folder, removed here. Returns the
+    host bytes being allocated on this rank, or None where the host lacks them (saves then block)."""
+    import deepspeed.comm as dist
+    tag = TMP_PREFIX + "host-copies"
+    reserved = engine.checkpoint_engine.reserve(
+        lambda: engine.save_checkpoint(out_dir, tag=tag, client_state={}, save_latest=False))
+    if dist.get_rank() == 0:
+        shutil.rmtree(os.path.join(out_dir, tag), ignore_errors=True)
+    return reserved
+
+
 class PendingSave:
     """One rank's part of a save: the files still to be written (host copies, for a background save), written in
     order, then hashed (.hashes-<rank>.json); the tag is marked and installed once every rank's part is done."""
@@ -652,13 +667,24 @@ class HostCopies:
     """DeepSpeed's checkpoint engine (engine.checkpoint_engine) wrapped for background saves: save() copies the
     state dict's tensors off the device into host buffers kept for the next save (pinned for GPU tensors, where
     asked: the copy then runs at the link's speed) and queues the write of that copy, which DeepSpeed's own engine
-    does later, on PendingSave's thread; loading and the rest are DeepSpeed's. Where the host lacks the RAM for a
-    copy, that file is written at once, as without it (said once). Each storage is copied whole, as torch.save
-    writes it, so the files are those of a blocking save."""
+    does later, on PendingSave's thread; loading and the rest are DeepSpeed's. reserve() allocates the buffers ahead
+    of the first save, in a thread. Where the host lacks the RAM for a copy, that file is written at once, as without
+    it (said once). Each storage is copied whole, as torch.save writes it, so the files are those of a blocking save."""
+
+    # PyTorch pins with cudaHostAlloc, which holds the CUDA driver's lock while it pins: allocating GPT-2 XL's 28 GiB
+    # of buffers beside training stopped the GPU work for the whole 13.8 s; malloc, the pages touched by 8 threads,
+    # then cudaHostRegister took 4.0 s with the work alongside at full speed but for one 0.6 s step (one H200,
+    # bench/results/2026-12-02-host-memory)
+    PINNED_BY_REGISTER = "pinned_use_cuda_host_register:True,pinned_num_register_threads:8"
 
     def __init__(self, inner, pinned, warn=print):
         self.inner, self.pinned, self.warn = inner, pinned, warn
         self.jobs, self.pool, self.now, self.warned = [], {}, True, False
+        self.rehearsal, self.reserving = None, None  # reserve(): the buffers noted, the thread allocating them
+        user_settings = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + os.environ.get("PYTORCH_ALLOC_CONF", "")
+        if pinned and torch.cuda.is_available() and "pinned_" not in user_settings:
+            set_settings = getattr(torch._C, "_accelerator_setAllocatorSettings", None)  # torch >= 2.10
+            (set_settings or torch.cuda.memory._set_allocator_settings)(self.PINNED_BY_REGISTER)
 
     def __getattr__(self, name):  # load, makedirs, create, commit, is_decoupled, ...: DeepSpeed's engine
         return getattr(self.inner, name)
@@ -685,39 +711,87 @@ class HostCopies:
         return 1 << max(nbytes - 1, 0).bit_length() if pinned and nbytes else nbytes
 
     def save(self, state_dict, path):
-        copy = None if self.now else self.host_copy(state_dict, os.path.basename(path))
+        name = os.path.basename(path)
+        if self.rehearsal is not None:  # reserve(): note what this file's copy needs, write nothing
+            self.rehearsal += self.missing_buffers(self.storages(state_dict), name)
+            return
+        copy = None if self.now else self.host_copy(state_dict, name)
         if copy is None:
             return self.inner.save(state_dict, path)
         self.jobs.append((self.inner.save, copy, path))
+
+    def reserve(self, rehearse):
+        """Allocate the buffers of the next save's copies now, in a thread, while training goes on: pinned host
+        memory takes seconds per GiB to allocate. rehearse() is a save with every write left out (checkpoint.save's
+        reserve_host_copies): it shows which storages the files will hold. Returns the bytes being allocated, or
+        None where the host lacks the RAM (said once; saves then block)."""
+        self.rehearsal = []
+        try:
+            rehearse()
+        finally:
+            buffers, self.rehearsal = self.rehearsal, None
+        if not self.enough_ram(buffers, "the checkpoint"):
+            return None
+
+        def allocate():
+            try:
+                self.allocate(buffers)
+            except Exception as e:  # e.g. pinned memory refused: the save allocates what is missing, on the spot
+                self.warn(f"warning: async_checkpoints: host buffers could not be allocated ahead of the first "
+                          f"save ({type(e).__name__}: {e}); that save allocates them")
+        self.reserving = threading.Thread(target=allocate, name="reserve host copies", daemon=True)
+        self.reserving.start()
+        return sum(self.held(n, pin) for _, n, pin in buffers)
+
+    @staticmethod
+    def storages(obj):
+        """{(data_ptr, nbytes, device): storage} of the tensors in obj, each storage once, in the order torch.save
+        meets them."""
+        storages = {}
+        for t in tensors_in(obj):
+            s = t.untyped_storage()
+            storages.setdefault((s.data_ptr(), s.nbytes(), s.device), s)
+        return storages
+
+    def missing_buffers(self, storages, name):
+        """(pool key, bytes, pinned) of each buffer the copy of file `name` needs and the pool lacks."""
+        wanted = [((name, i), k[1], self.pinned and k[2].type == "cuda") for i, k in enumerate(storages)]
+        return [w for w in wanted if w[0] not in self.pool or self.pool[w[0]].numel() != w[1]]
+
+    def enough_ram(self, buffers, what):
+        import psutil
+        new = sum(self.held(n, pin) for _, n, pin in buffers)
+        free = psutil.virtual_memory().available
+        if new <= free - max(2 * 2 ** 30, free // 10):
+            return True
+        if not self.warned:
+            self.warned = True
+            self.warn(f"warning: async_checkpoints: a host copy of {what} needs {new / 2 ** 30:.2f} GiB more and "
+                      f"{free / 2 ** 30:.2f} GiB is available: saves write while training waits, as with "
+                      "--async_checkpoints=False")
+        return False
+
+    def allocate(self, buffers):
+        for key, nbytes, pin in buffers:
+            self.pool[key] = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
 
     def host_copy(self, obj, name):
         """obj with every tensor's storage copied into this file's host buffers, or None where RAM is short."""
         import collections
         import copy
-        import psutil
-        storages = {}
-        for t in tensors_in(obj):
-            s = t.untyped_storage()
-            storages.setdefault((s.data_ptr(), s.nbytes(), s.device), s)
-        keys = list(storages)
-        pin = [self.pinned and k[2].type == "cuda" for k in keys]
-        stale = [i for i, k in enumerate(keys) if (name, i) not in self.pool or self.pool[(name, i)].numel() != k[1]]
-        new = sum(self.held(keys[i][1], pin[i]) for i in stale)
-        free = psutil.virtual_memory().available
-        if new > free - max(2 * 2 ** 30, free // 10):
-            if not self.warned:
-                self.warned = True
-                self.warn(f"warning: async_checkpoints: a host copy of {name} needs {new / 2 ** 30:.2f} GiB more and "
-                          f"{free / 2 ** 30:.2f} GiB is available: saves write while training waits, as with "
-                          "--async_checkpoints=False")
+        if self.reserving is not None:  # the buffers reserve() is allocating
+            self.reserving.join()
+            self.reserving = None
+        storages = self.storages(obj)
+        missing = self.missing_buffers(storages, name)
+        if not self.enough_ram(missing, name):
             return None
+        self.allocate(missing)
         host = {}
-        for i in stale:
-            self.pool[(name, i)] = torch.empty(keys[i][1], dtype=torch.uint8, pin_memory=pin[i])
-        for i, key in enumerate(keys):
+        for i, (key, storage) in enumerate(storages.items()):
             buf = self.pool[(name, i)]
             if key[1]:
-                src = torch.empty(0, dtype=torch.uint8, device=key[2]).set_(storages[key])
+                src = torch.empty(0, dtype=torch.uint8, device=key[2]).set_(storage)
                 buf.copy_(src, non_blocking=True)
             host[key] = buf.untyped_storage()
         if torch.cuda.is_available():

@@ -36,6 +36,18 @@ class Saves:
                        "the checkpoints (the DeepSpeed config's checkpoint writer); saves block while it writes")
         self.background = isinstance(engine.checkpoint_engine, ckpt.HostCopies)
 
+    def reserve(self):
+        """Once, after the first step (the optimizer's state exists then): the host buffers of the background saves
+        are allocated now, in a thread, instead of inside the first save while training waits."""
+        if not self.background or self.said_host_ram:
+            return
+        self.said_host_ram = True
+        reserved = ckpt.reserve_host_copies(self.engine, self.cfg.out_dir)
+        if reserved is not None:
+            print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM and write it "
+                   f"while training goes on ({reserved / 2 ** 30:.2f} GiB on rank 0, allocated now in the background "
+                   "and kept from save to save)")
+
     def save(self, loop, tags, ending):
         """tags[0], with the others as hard links of it. A save that ends the run is written while the run waits,
         from the host copies where there are (kept from the saves before it: no new pinned buffers to allocate)."""
@@ -49,9 +61,9 @@ class Saves:
             return self.report(result, tags, loop["iter"])
         if not self.said_host_ram:
             self.said_host_ram = True
-            print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM "
-                   f"({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, kept for the next "
-                   "save) and write it while training goes on")
+            print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM and write it "
+                   f"while training goes on ({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, "
+                   "kept from save to save)")
         if ending:
             done = wait_run_save(result, self.ctx.device)
             return self.report(done and (time.time() - t0, *done[1:5], None), tags, loop["iter"])

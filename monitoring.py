@@ -113,6 +113,23 @@ def format_duration(seconds):
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+class StartupClock:
+    """Where the start-up goes, for the first step's line: lap(phase) ends the phase begun at the last lap (the first
+    one at the process's start: Python and the imports)."""
+
+    def __init__(self):
+        import psutil
+        self.t, self.laps = psutil.Process().create_time(), []
+
+    def lap(self, phase, now=None):
+        now = time.time() if now is None else now
+        self.laps.append((phase, now - self.t))
+        self.t = now
+
+    def __str__(self):
+        return ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in self.laps)
+
+
 class StepTimer:
     """Time of the optimizer step (engine.step() at the accumulation boundary: the last gradient reduction,
     clipping, AdamW, the parameter all-gather), with CUDA events on the GPU."""

@@ -26,7 +26,7 @@ from dataloader import Batches, continual_data_seed, describe, eval_batch, load_
 from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, check_content, check_same_start,
                          check_shared_out_dir, compute_cleanup, compute_init, environment, print0, print_line,
                          raise_together, seed_everything, weights_finite)
-from monitoring import (StepTimer, estimate_model_state_memory, format_bytes, format_duration,
+from monitoring import (StartupClock, StepTimer, estimate_model_state_memory, format_bytes, format_duration,
                         format_log, monitor_events, out_of_memory_line, start_monitors, start_profiler,
                         stop_profiler, trim_csv_logs)
 from settings import (DTYPES, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED, InputError,
@@ -405,7 +405,9 @@ def run(cfg):
     """Train with the settings `cfg` (settings.parse_config); returns the exit status: 0 done, EXIT_PREEMPTED
     stopped with a checkpoint, EXIT_DIVERGED stopped without one. Bad input raises InputError."""
     # ---- checks that need no process group: every rank fails the same way, before anything is written
+    startup = StartupClock()
     ctx = environment()
+    startup.lap("imports")  # DeepSpeed's among them, which environment() makes
     ckpt.safe_loading()  # no file this run reads can run code
     check_settings(cfg, ctx.world_size, ctx.on_gpu, ctx.accelerator)
     ds_config, monitor_sections, zero_stage = build_ds_config(cfg, ctx.world_size)
@@ -418,20 +420,28 @@ def run(cfg):
     vocab_size = marker["model_config"]["vocab_size"] if marker else 50257  # GPT-2's tokenizer
     splits = load_splits(cfg, vocab_size)
     make_out_dir(cfg.out_dir, ctx.rank)
+    startup.lap("data")
 
     # ---- the process group, the out_dir, the model and its engine
     compute_init(ctx, cfg)
     monitor = open_run_dir(cfg, ctx, marker is not None, monitor_sections)
     check_same_start(cfg, ctx, start)
+    startup.lap("process group")
     seed_everything(cfg.seed)  # identical initialisation on every rank
     model, origin = build_model(cfg, ctx.device, vocab_size, marker)
+    startup.lap("model")
     fused_note = prepare_model(model, cfg, ctx, zero_stage)
+    startup.lap("kernels")
     load_dir = resume_dir(cfg, ctx, start, ds_config)
     engine, optimizer, overflow_scan_off = make_engine(model, cfg, ds_config, zero_stage, ctx.on_gpu)
+    startup.lap("DeepSpeed")
     loop = loop_state(cfg, ctx, start, splits, engine, optimizer, load_dir)
+    if marker is not None:
+        startup.lap("resume")
     print_summary(cfg, ctx, model, origin, fused_note, ds_config, zero_stage, start, splits)
 
     saves = Saves(cfg, ctx, engine, monitor, zero_stage, vars(model.config))
+    startup.lap("summary")
 
     # ---- the training loop
     import deepspeed.comm as dist
@@ -588,8 +598,10 @@ def run(cfg):
             dt, t_last = t_now - t_last, t_now
             dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt  # for the ETA
             if it == start_iter:
+                startup.lap("eval", now=t_now - dt)
+                startup.lap("the step")
                 print0(f"first optimizer step done {t_now - t_start:.1f}s after the loop started, "
-                       f"{t_now - process.create_time():.1f}s after the process started")
+                       f"{t_now - process.create_time():.1f}s after the process started ({startup})")
             if ctx.master and ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters or nonfinite or not applied):
                 grad_norm = engine.get_global_grad_norm()
                 grad_norm = None if grad_norm is None else float(grad_norm)  # ZeRO's is a tensor: CSV would get str()
@@ -624,6 +636,11 @@ def run(cfg):
                        "--dtype=bfloat16, check the data, or resume from the last checkpoint", file=sys.stderr)
                 status = EXIT_DIVERGED
                 break
+
+            # ---- the optimizer's state exists after the first step: the saves' host buffers are allocated now
+            if it == start_iter:
+                saves.reserve()
+                t_last = time.time()  # not the next iteration's time
     finally:
         progress.close()
     saves.finish()  # a run that ends waits for its background save (a diverged run's last one)

@@ -98,7 +98,11 @@ def test_background_and_blocking_saves_write_the_same_checkpoint(reference_run, 
     """The reference run saved iter_6 in the background (the default); the same run with blocking saves writes the
     same tensors, and says nothing was written in the background."""
     ref_out, ref_log = reference_run
-    assert "async_checkpoints: saves copy each rank's share of the checkpoint into host RAM" in ref_log
+    reserved = ref_log.index("async_checkpoints: saves copy each rank's share of the checkpoint into host RAM and "
+                             "write it while training goes on (")
+    assert "allocated now in the background" in ref_log[reserved:].splitlines()[0]
+    assert reserved < ref_log.index("iter 2/") < ref_log.index("saved iter_6")  # after the first step, not in a save
+    assert not [n for n in os.listdir(ref_out) if n.startswith(".tmp-")]  # the rehearsal's folder is gone
     assert "saved iter_6 + best in " in ref_log and ", written in the background in " in ref_log
     out = tmp_path / "out"
     blocking = launch([*reference_args(shakespeare, out), "--async_checkpoints=False"])
@@ -124,3 +128,68 @@ def assert_same(a, b, where):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             assert_same(x, y, f"{where}/{i}")
+
+
+def test_reserve_allocates_the_next_saves_buffers_ahead_of_it():
+    """checkpoint.reserve_host_copies: a rehearsal of the save writes nothing and leaves the buffers of its copies
+    allocated (in a thread); the save then allocates nothing and writes what a save at that moment writes."""
+    flat, scaler, original = state()
+    copies = ckpt.HostCopies(Recorder(), pinned=False)
+    name = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    reserved = copies.reserve(lambda: copies.save(original, f"/x/.tmp-host-copies/{name}"))
+    assert reserved == 12 * 4 + 4 * 3 + 8 and copies.inner.saved == [] and copies.jobs == []
+    copies.reserving.join()
+    buffers = dict(copies.pool)
+    assert sorted(b.numel() for b in buffers.values()) == [8, 12, 48]
+    expected = io.BytesIO()
+    torch.save(original, expected)
+    with copies.blocking(False):
+        copies.save(original, f"/x/iter_2/{name}")
+    assert copies.pool == buffers and all(copies.pool[k] is b for k, b in buffers.items())  # none allocated anew
+    write, copy, path = copies.take_jobs()[0]
+    write(copy, path)
+    assert copies.inner.saved == [(f"/x/iter_2/{name}", expected.getvalue())]
+
+
+def test_a_failed_reservation_is_said_and_the_save_allocates_its_buffers(monkeypatch):
+    lines = []
+    copies = ckpt.HostCopies(Recorder(), pinned=False, warn=lines.append)
+    real = copies.allocate
+    monkeypatch.setattr(copies, "allocate", lambda buffers: (_ for _ in ()).throw(RuntimeError("CUDA error: out of "
+                                                                                               "memory")))
+    copies.reserve(lambda: copies.save(state()[2], "/x/.tmp-host-copies/f.pt"))
+    copies.reserving.join()
+    assert lines == ["warning: async_checkpoints: host buffers could not be allocated ahead of the first save "
+                     "(RuntimeError: CUDA error: out of memory); that save allocates them"]
+    monkeypatch.setattr(copies, "allocate", real)
+    with copies.blocking(False):
+        copies.save(state()[2], "/x/iter_2/f.pt")
+    assert len(copies.jobs) == 1 and copies.host_bytes() == 12 * 4 + 4 * 3 + 8
+
+
+def test_without_the_ram_the_reservation_allocates_nothing_and_saves_block(monkeypatch):
+    import psutil
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2 ** 30))
+    lines = []
+    copies = ckpt.HostCopies(Recorder(), pinned=False, warn=lines.append)
+    big = {"t": torch.zeros(2 ** 28, dtype=torch.uint8)}
+    assert copies.reserve(lambda: copies.save(big, "/x/.tmp-host-copies/f.pt")) is None and copies.reserving is None
+    with copies.blocking(False):
+        copies.save(big, "/x/iter_2/f.pt")
+    assert len(copies.inner.saved) == 1 and copies.host_bytes() == 0 and len(lines) == 1
+    assert lines[0].startswith("warning: async_checkpoints: a host copy of the checkpoint needs 0.25 GiB more")
+
+
+@pytest.mark.parametrize("user_setting, expected", [("", [ckpt.HostCopies.PINNED_BY_REGISTER]),
+                                                    ("pinned_num_register_threads:4", [])])
+def test_pinned_buffers_are_registered_unless_the_user_chose(monkeypatch, user_setting, expected):
+    """cudaHostAlloc stalls the GPU work beside it: pinned buffers come from malloc + cudaHostRegister, unless
+    PYTORCH_CUDA_ALLOC_CONF says otherwise."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", calls.append, raising=False)
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", user_setting)
+    ckpt.HostCopies(Recorder(), pinned=True)
+    ckpt.HostCopies(Recorder(), pinned=False)
+    assert calls == expected

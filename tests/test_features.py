@@ -81,6 +81,14 @@ def test_summary_and_progress_lines(reference_run):
     assert re.search(r"^memory: DeepSpeed estimates \d+ MiB of model states per process \(\+ activations\)$", log, re.M)
     assert re.search(r"^iter 12/12 \| loss \S+ \| lr \S+ \| \d+ ms \| [\d,]+ tok/s/gpu \| opt \d+ ms \| "
                      r"gnorm \S+ \| eta 0m00s$", log, re.M)
+    # where the start-up went: the phases add up to the time from the process's start to the first step's end
+    m = re.search(r"^first optimizer step done ([\d.]+)s after the loop started, ([\d.]+)s after the process started "
+                  r"\((.*)\)$", log, re.M)
+    phases = dict((name, float(seconds)) for name, seconds in re.findall(r"([a-zA-Z ]+?) ([\d.]+)s(?:, |$)", m[3]))
+    assert list(phases) == ["imports", "data", "process group", "model", "kernels", "DeepSpeed", "summary", "eval",
+                            "the step"]
+    assert abs(sum(phases.values()) - float(m[2])) <= 0.05 * len(phases)  # each is rounded to 0.1 s
+    assert abs(phases["eval"] + phases["the step"] - float(m[1])) <= 0.15 and phases["the step"] > 0
 
 
 @pytest.fixture(scope="module")
