@@ -36,17 +36,18 @@ CONFIG=config/finetune_shakespeare_xl.py
 if [[ $# -gt 0 && $1 != --* ]]; then CONFIG=$1; shift; fi
 [[ -f $CONFIG ]] || die "config file $CONFIG not found"
 
-# The trainer's own parser (settings.py) reads the settings, so this script and the run can never disagree.
+# The trainer's own parser (settings.py) reads the settings, so this script and the run can never disagree; the
+# same Python (one torch import: seconds) counts the visible GPUs.
 settings=$("$PYTHON" - "$CONFIG" "$@" <<'EOF'
-import sys, settings
+import sys, settings, torch
 try:
     c = settings.parse_config(sys.argv[1:])
 except settings.InputError as e:
     sys.exit(f"error: {e}")
-print(c.dataset, c.init_from, c.dtype, c.deepspeed_config)
+print(c.dataset, c.init_from, c.dtype, c.deepspeed_config, torch.cuda.device_count())
 EOF
 ) || exit 2
-read -r DATASET INIT_FROM DTYPE DSCONFIG <<<"$settings"
+read -r DATASET INIT_FROM DTYPE DSCONFIG visible <<<"$settings"
 [[ -f $DSCONFIG ]] || die "deepspeed_config $DSCONFIG not found"
 
 if [[ $DATASET == shakespeare && ! -f data/shakespeare/train.bin ]]; then
@@ -62,7 +63,6 @@ if [[ -n ${HOSTFILE:-} ]]; then
     launcher+=(--hostfile="$HOSTFILE")
     where="the machines in $HOSTFILE"
 else
-    visible=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
     unit=GPUs
     if [[ $visible -eq 0 ]]; then
         # no GPU: DeepSpeed's CPU accelerator, for smoke runs such as NUM_GPUS=2 ./run_deepspeed_xl.sh config/cpu_tiny.py
