@@ -8,6 +8,8 @@ rest goes: start-up, evals, time blocked in saves, the exit.
                                                        #   --max_iters=100 --eval_interval=25
                                                        #   --always_save_checkpoint=True --keep_last_n=1 (fp16, 16 x 8)
     python bench/goodput.py --gpus 4                   # the same job on 4 GPUs (16 x 2 x 4)
+    python bench/goodput.py --job default              # the default main job instead: ./run_deepspeed_xl.sh as it
+                                                       #   comes (20 iterations, eval + save every 5 when val improves)
     python bench/goodput.py --standin-cache            # no hub (../shared/GPU.md): a random GPT2LMHeadModel of
                                                        #   gpt2-xl's config as the hub cache's gpt2-xl first, then the
                                                        #   real init_from=gpt2-xl path, offline
@@ -148,7 +150,8 @@ def command(args, out_dir):
         extra = XL_SCRATCH + extra
     else:
         env["HF_HUB_OFFLINE"] = "1"
-    return ["./run_deepspeed_xl.sh", *GPU_JOB, f"--out_dir={out_dir}", *extra], env
+    job = GPU_JOB if args.job == "issue" else []
+    return ["./run_deepspeed_xl.sh", *job, f"--out_dir={out_dir}", *extra], env
 
 
 def ensure_dataset(dataset):
@@ -164,6 +167,8 @@ def main():
     parser.add_argument("--gpus", type=int, help="GPUs (default: every visible one)")
     parser.add_argument("--init", choices=("hub", "scratch"), default="hub",
                         help="hub: init_from=gpt2-xl from the Hugging Face cache; scratch: XL shapes, random init")
+    parser.add_argument("--job", choices=("issue", "default"), default="issue",
+                        help="GPU mode: issue 27's 100-iteration job, or the default main job")
     parser.add_argument("--standin-cache", action="store_true",
                         help="make a random gpt2-xl in the Hugging Face cache first, when it has none")
     parser.add_argument("--set", action="append", default=[], help="key=value for the trainer (repeatable)")
