@@ -144,6 +144,7 @@ def environment():
         check_gpu_index(rank, local_rank, accel.device_count())
     return SimpleNamespace(rank=rank, local_rank=local_rank, world_size=int(os.environ["WORLD_SIZE"]),
                            master=rank == 0, on_gpu=on_gpu, accelerator=accel.device_name(),
+                           accelerator_backend=accel.communication_backend_name(),
                            device=torch.device(accel.device_name(local_rank) if on_gpu else "cpu"))
 
 
@@ -169,14 +170,34 @@ def compute_init(ctx, cfg):
     ds_patches.quiet_deprecations()
     ds_patches.explain_build_lock_waits()
     ds_patches.skip_muon()
+    port = os.environ.get("MASTER_PORT", "29500")
     try:
-        deepspeed.init_distributed(timeout=timeout)
+        store, _, _ = next(torch.distributed.rendezvous("env://", ctx.rank, ctx.world_size, timeout=timeout))
     except Exception as e:
         if "EADDRINUSE" not in str(e) and "address already in use" not in str(e).lower():
             raise
-        port = os.environ.get("MASTER_PORT", "29500")
         raise InputError(f"port {port} of the rendezvous is in use (another run?); pass --master_port=<a free port> "
                          "to deepspeed, or launch with ./run_deepspeed_xl.sh, which picks a free one") from None
+    check_launcher(store, ctx, port)
+    options = {"device_id": ctx.device} if ctx.on_gpu and ctx.world_size > 1 else {}  # as DeepSpeed binds it
+    torch.distributed.init_process_group(ctx.accelerator_backend, store=store, rank=ctx.rank,
+                                         world_size=ctx.world_size, timeout=timeout, **options)
+    deepspeed.init_distributed(timeout=timeout)  # DeepSpeed's communication, on the group made here
+
+
+def check_launcher(store, ctx, port):
+    """The ranks on rank 0's machine are the children of rank 0's launcher. Another launch on this machine that
+    comes to the same port (the default one, 29500) finds a running job's rendezvous there; its ranks stop here,
+    before they write into that job's store or reach its ranks (which once took a starting job down with them).
+    Ranks on the other machines have launchers of their own."""
+    import socket
+    launcher = f"{socket.gethostname()}, process {os.getppid()}"
+    if ctx.rank == 0:
+        store.set("launcher of rank 0", launcher)
+    elif ctx.rank == ctx.local_rank and store.get("launcher of rank 0").decode() != launcher:
+        raise InputError(f"port {port} of the rendezvous belongs to another job on this machine (its rank 0 was "
+                         "started by another launcher); pass --master_port=<a free port> to deepspeed, or launch with "
+                         "./run_deepspeed_xl.sh, which picks a free one", every_rank=True)
 
 
 def check_gpu_index(rank, local_rank, n_visible):

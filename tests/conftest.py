@@ -48,13 +48,13 @@ def train_env(extra=None):
     return env
 
 
-def launch_cmd(args, nproc=2, script="train_deepspeed.py", runner=False):
+def launch_cmd(args, nproc=2, script="train_deepspeed.py", runner=False, port=None):
     """DeepSpeed's launch.py, the launcher process that starts the ranks, gives them their environment and ends them
     all when one fails, as `deepspeed --num_gpus=N` (runner.py) starts it on one machine; runner=True goes through
     runner.py as well, for the tests of what a terminal's signals do to the whole command. The runner only builds
     launch.py's arguments (and PYTHONPATH) here, and its own start-up, 3.3 s of importing torch and DeepSpeed, is
     a tenth of a tiny run: most tests leave it out."""
-    port = f"--master_port={free_port()}"
+    port = f"--master_port={port or free_port()}"
     if runner:
         return [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={nproc}", port, script, *args]
     world_info = base64.urlsafe_b64encode(json.dumps({"localhost": list(range(nproc))}).encode()).decode()
@@ -62,11 +62,11 @@ def launch_cmd(args, nproc=2, script="train_deepspeed.py", runner=False):
             "--master_addr=127.0.0.1", port, "--enable_each_rank_log=None", "--log_level=info", script, *args]
 
 
-def launch(args, nproc=2, env=None, timeout=600, faults=None, runner=False):
+def launch(args, nproc=2, env=None, timeout=600, faults=None, runner=False, port=None):
     """Run train_deepspeed.py through the deepspeed launcher; returns the CompletedProcess (output merged). With
     `faults` (tests/faulty_train.py's spec, e.g. "nan@3:1") the trainer runs with those faults patched in. On
     timeout the whole process group goes, trainers included, before the test fails."""
-    proc = start(args, nproc, env, faults, runner)
+    proc = start(args, nproc, env, faults, runner, port)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -76,13 +76,13 @@ def launch(args, nproc=2, env=None, timeout=600, faults=None, runner=False):
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 
-def start(args, nproc=2, env=None, faults=None, runner=False):
+def start(args, nproc=2, env=None, faults=None, runner=False, port=None):
     """Like launch, in the background; the caller reads proc.stdout line by line."""
     script = "train_deepspeed.py" if faults is None else "tests/faulty_train.py"
     env = dict(env or {}, **({"TRAIN_FAULT": faults} if faults else {}))
     if not runner:  # what runner.py does: the repository first on the path (tests/faulty_train.py imports from it)
         env.setdefault("PYTHONPATH", os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen(launch_cmd(args, nproc, script, runner), cwd=REPO, env=train_env(env),
+    return subprocess.Popen(launch_cmd(args, nproc, script, runner, port), cwd=REPO, env=train_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

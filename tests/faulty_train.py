@@ -16,6 +16,8 @@ counts them (iteration 3 is logged as iter 4). The kinds:
     disk_full_in_save ENOSPC at the same place
     sigterm_in_eval   SIGTERM to itself as the eval of that iteration starts
     sigint_in_startup SIGINT to itself once the model is built (FIRST is ignored)
+    late_rendezvous   that rank reaches the process group's rendezvous FIRST seconds late (as a rank 0 that lost the
+                      race to its peers: they meet whoever holds the port first)
 $TRAIN_SAME_STOP_SECONDS sets StopFlag's window for "the same stop passed on by a launcher".
 """
 import errno
@@ -133,6 +135,15 @@ def on_build(build_model):
     return faulty_build
 
 
+def on_compute_init(compute_init):
+    def late_compute_init(*args, **kwargs):
+        for first, _, rank in FAULTS.get("late_rendezvous", ()):
+            if rank == RANK:
+                time.sleep(first)
+        return compute_init(*args, **kwargs)
+    return late_compute_init
+
+
 if __name__ == "__main__":
     from deepspeed.runtime.engine import DeepSpeedEngine
     patch(dataloader.Batches, "get", on_batch)
@@ -141,6 +152,7 @@ if __name__ == "__main__":
     patch(checkpoint, "atomic_torch_save", on_rank_state_write)
     patch(DeepSpeedEngine, "step", on_step)
     patch(train_deepspeed, "build_model", on_build)
+    patch(train_deepspeed, "compute_init", on_compute_init)
     if "TRAIN_SAME_STOP_SECONDS" in os.environ:
         distributed.StopFlag.same_stop_seconds = float(os.environ["TRAIN_SAME_STOP_SECONDS"])
     train_deepspeed.main(sys.argv[1:])

@@ -15,7 +15,7 @@ import torch
 import checkpoint as ckpt
 import monitoring
 import settings
-from conftest import (REPO, TINY, assert_ok, eval_losses, forget_hash, iter_losses, launch, launch_cmd,
+from conftest import (REPO, TINY, assert_ok, eval_losses, forget_hash, free_port, iter_losses, launch, launch_cmd,
                       reference_args, shm_buffers, start, train_env)
 
 pytestmark = pytest.mark.slow
@@ -424,3 +424,40 @@ def test_one_ranks_damaged_file_ends_every_rank_with_its_line(reference_run, tmp
     assert errors[1].startswith(f"error: [rank 1] checkpoint {out}/final could not be loaded (") and \
         errors[1].endswith("; choose another tag with --resume_tag=TAG: best, iter_6"), errors
     assert "Traceback" not in proc.stdout and "Connection closed" not in proc.stdout
+
+
+def test_a_second_launch_on_the_port_of_a_starting_job_leaves_that_job_alone(shakespeare, tmp_path):
+    """Issue 24, item 7: two bare launches on one port, each with its own out_dir. The first job's rank 1 comes to
+    the rendezvous late, and the second's rank 0 later still (as a slow start-up can make them): the second's rank 1
+    meets the first job's rank 0 (it used to take rank 1's place there, and the first job stopped with the out_dir
+    line). It stops with the port line; the first job trains to its end."""
+    def port_bound(port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TCPStore binds: only a listener counts
+            try:
+                s.bind(("", port))
+            except OSError:
+                return True
+            return False
+
+    port = free_port()
+    job = [*TINY, f"--dataset={shakespeare}", "--max_iters=4", "--eval_interval=2"]
+    first = start([*job, f"--out_dir={tmp_path / 'first'}"], faults="late_rendezvous@15:1", port=port)
+    try:
+        deadline = time.time() + 120
+        while not port_bound(port):  # the first job's rank 0 holds the rendezvous
+            assert first.poll() is None and time.time() < deadline, "the first job's rendezvous never came up"
+            time.sleep(0.2)
+        second = launch([*job, f"--out_dir={tmp_path / 'second'}"], faults="late_rendezvous@25:0", port=port,
+                        timeout=300)
+        out, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert second.returncode == settings.EXIT_BAD_INPUT, second.stdout[-3000:]
+    assert [line for line in second.stdout.splitlines() if line.startswith("error")] == [
+        f"error: port {port} of the rendezvous belongs to another job on this machine (its rank 0 was started by "
+        "another launcher); pass --master_port=<a free port> to deepspeed, or launch with ./run_deepspeed_xl.sh, "
+        "which picks a free one"]
+    assert first.returncode == 0, out[-4000:]
+    assert "done: iterations 0 -> 4" in out and sorted(iter_losses(out)) == [1, 2, 3, 4]
