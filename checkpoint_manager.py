@@ -27,7 +27,8 @@ class Saves:
         self.zero_stage, self.model_config = zero_stage, model_config
         self.pending, self.said_host_ram = None, False  # (PendingSave, tags) being written in the background
         if cfg.save_checkpoints and cfg.async_checkpoints:
-            if type(engine.checkpoint_engine).__name__ == "TorchCheckpointEngine":
+            from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+            if isinstance(engine.checkpoint_engine, TorchCheckpointEngine):
                 engine.checkpoint_engine = ckpt.HostCopies(engine.checkpoint_engine, cfg.pinned_checkpoint_copies,
                                                            warn=lambda line: print_line(f"[rank {ctx.rank}] {line}"))
             else:  # a "checkpoint": {"writer": ...} section of the DeepSpeed config chose DeepSpeed's fast or

@@ -193,3 +193,25 @@ def test_pinned_buffers_are_registered_unless_the_user_chose(monkeypatch, user_s
     ckpt.HostCopies(Recorder(), pinned=True)
     ckpt.HostCopies(Recorder(), pinned=False)
     assert calls == expected
+
+
+def test_saves_wrap_deepspeeds_default_writer_and_leave_another_one_blocking(capsys):
+    """Saves on objects made for it: DeepSpeed's TorchCheckpointEngine is wrapped for background saves; another
+    writer chosen in the DeepSpeed config (its fast or decoupled engine) writes, and saves block, said once."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from checkpoint_manager import Saves
+    capsys.readouterr()  # DeepSpeed's import says which accelerator it found
+    cfg = types.SimpleNamespace(save_checkpoints=True, async_checkpoints=True, pinned_checkpoint_copies=False)
+    ctx = types.SimpleNamespace(rank=0)
+    default = types.SimpleNamespace(checkpoint_engine=TorchCheckpointEngine())
+    assert Saves(cfg, ctx, default, None, 2, {}).background
+    assert isinstance(default.checkpoint_engine, ckpt.HostCopies)
+
+    class FastCheckpointEngine:  # stands for DeepSpeed's engines that are not TorchCheckpointEngine
+        pass
+    other = types.SimpleNamespace(checkpoint_engine=FastCheckpointEngine())
+    assert not Saves(cfg, ctx, other, None, 2, {}).background
+    assert isinstance(other.checkpoint_engine, FastCheckpointEngine)
+    assert capsys.readouterr().out.splitlines() == [
+        "warning: async_checkpoints: DeepSpeed's FastCheckpointEngine writes the checkpoints (the DeepSpeed config's "
+        "checkpoint writer); saves block while it writes"]
