@@ -186,18 +186,37 @@ def compute_init(ctx, cfg):
 
 
 def check_launcher(store, ctx, port):
-    """The ranks on rank 0's machine are the children of rank 0's launcher. Another launch on this machine that
-    comes to the same port (the default one, 29500) finds a running job's rendezvous there; its ranks stop here,
-    before they write into that job's store or reach its ranks (which once took a starting job down with them).
-    Ranks on the other machines have launchers of their own."""
-    import socket
-    launcher = f"{socket.gethostname()}, process {os.getppid()}"
+    """The ranks on rank 0's machine descend from rank 0's launcher. Another launch on this machine that comes to the
+    same port (the default one, 29500) finds a running job's rendezvous there; its ranks stop here, before they
+    write into that job's store or reach its ranks (which once took a starting job down with them). Ranks on the
+    other machines have launchers of their own; a rank whose launcher is not one named in LAUNCHERS is not checked."""
+    launcher = launched_by()
     if ctx.rank == 0:
         store.set("launcher of rank 0", launcher)
-    elif ctx.rank == ctx.local_rank and store.get("launcher of rank 0").decode() != launcher:
-        raise InputError(f"port {port} of the rendezvous belongs to another job on this machine (its rank 0 was "
-                         "started by another launcher); pass --master_port=<a free port> to deepspeed, or launch with "
-                         "./run_deepspeed_xl.sh, which picks a free one", every_rank=True)
+    elif ctx.rank == ctx.local_rank and launcher:
+        owner = store.get("launcher of rank 0").decode()
+        if owner and owner != launcher:
+            raise InputError(f"port {port} of the rendezvous belongs to another job on this machine (its rank 0 was "
+                             "started by another launcher); pass --master_port=<a free port> to deepspeed, or launch "
+                             "with ./run_deepspeed_xl.sh, which picks a free one", every_rank=True)
+
+
+LAUNCHERS = ("deepspeed.launcher.launch", "torch.distributed.run", "torchrun")  # the processes that start the ranks
+
+
+def launched_by():
+    """'host, process PID' of the nearest ancestor of this process that is a launcher (a wrapper such as nsys or a
+    shell script may stand between), or "" where none is."""
+    import socket
+    import psutil
+    for parent in psutil.Process().parents():
+        try:
+            command = " ".join(parent.cmdline())
+        except psutil.Error:
+            continue
+        if any(name in command for name in LAUNCHERS):
+            return f"{socket.gethostname()}, process {parent.pid}"
+    return ""
 
 
 def check_gpu_index(rank, local_rank, n_visible):

@@ -10,6 +10,8 @@ counts them (iteration 3 is logged as iter 4). The kinds:
     crash             RuntimeError at that iteration's first micro-batch
     sigterm           SIGTERM to itself at that iteration's first micro-batch (as a scheduler would send it)
     hang              sleep for an hour at that iteration (a stuck rank)
+    stuck             the same, but the launcher's SIGTERM ends it (as a rank stuck in a collective ends on its own
+                      timeout), not its SIGKILL 30 s later
     oom               torch's out-of-memory error, with the words a 77 GiB cap gave on an H200
     minscale          DeepSpeed's exception at the minimum fp16 loss scale, from that iteration's optimizer step
     kill_in_save      SIGKILL inside the save of that iteration, after DeepSpeed's files, before the rank's own state
@@ -76,6 +78,9 @@ def on_batch(get):
             if due("sigterm", iteration):
                 os.kill(os.getpid(), signal.SIGTERM)
             if due("hang", iteration):
+                time.sleep(3600)
+            if due("stuck", iteration):
+                signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
                 time.sleep(3600)
             if due("oom", iteration):
                 raise torch.OutOfMemoryError(OUT_OF_MEMORY)

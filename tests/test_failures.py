@@ -348,7 +348,7 @@ def test_a_stuck_rank_times_out_instead_of_hanging(shakespeare, tmp_path):
     """Rank 1 stops answering inside an iteration; rank 0's collective gives up after dist_timeout_minutes."""
     t0 = time.time()
     proc = launch([*TINY, f"--dataset={shakespeare}", f"--out_dir={tmp_path / 'out'}", "--max_iters=50",
-                   "--eval_interval=100", "--dist_timeout_minutes=0.25"], faults="hang@2:1", timeout=300)
+                   "--eval_interval=100", "--dist_timeout_minutes=0.25"], faults="stuck@2:1", timeout=300)
     elapsed = time.time() - t0
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert re.search(r"[Tt]imed out|[Tt]imeout", proc.stdout), proc.stdout[-3000:]

@@ -4,6 +4,7 @@ import math
 import re
 import os
 import time
+import types
 
 import numpy as np
 import pytest
@@ -426,3 +427,67 @@ def test_deepspeeds_muon_is_stood_in_for_and_the_compiler_not_imported():
     assert proc.stdout.splitlines()[-2:] == [
         "DeepSpeed's Muon is switched off by ds_patches.skip_muon (this trainer uses AdamW)",
         "['deepspeed.runtime.zero.muon.muon_optimizer', 'deepspeed.runtime.zero.muon.original_muon']"]
+
+
+# ---- the rendezvous: whose launcher a rank came from
+
+class FakeStore:
+    def __init__(self):
+        self.keys = {}
+
+    def set(self, key, value):
+        self.keys[key] = value.encode()
+
+    def get(self, key):
+        return self.keys[key]
+
+
+def rank(r, local):
+    return types.SimpleNamespace(rank=r, local_rank=local)
+
+
+def test_ranks_of_another_launch_on_rank_0s_machine_stop_before_joining(monkeypatch):
+    store = FakeStore()
+    monkeypatch.setattr(distributed, "launched_by", lambda: "host-a, process 100")
+    distributed.check_launcher(store, rank(0, 0), "29500")
+    assert store.keys == {"launcher of rank 0": b"host-a, process 100"}
+    distributed.check_launcher(store, rank(1, 1), "29500")  # rank 0's own launcher: joins
+    monkeypatch.setattr(distributed, "launched_by", lambda: "host-a, process 200")  # another launch here
+    with pytest.raises(InputError) as e:
+        distributed.check_launcher(store, rank(1, 1), "29500")
+    assert e.value.every_rank and str(e.value) == (
+        "port 29500 of the rendezvous belongs to another job on this machine (its rank 0 was started by another "
+        "launcher); pass --master_port=<a free port> to deepspeed, or launch with ./run_deepspeed_xl.sh, which picks "
+        "a free one")
+    distributed.check_launcher(store, rank(2, 0), "29500")  # another machine's rank: its own launcher
+    monkeypatch.setattr(distributed, "launched_by", lambda: "")  # started by a launcher not known here: not checked
+    distributed.check_launcher(store, rank(1, 1), "29500")
+
+
+def test_the_launcher_is_the_nearest_launcher_ancestor(monkeypatch):
+    import psutil
+
+    class Process:
+        def __init__(self, pid, command):
+            self.pid, self.command = pid, command
+
+        def cmdline(self):
+            if self.command is None:
+                raise psutil.AccessDenied(self.pid)
+            return self.command.split()
+
+    chains = {
+        "under deepspeed, a wrapper between": [Process(40, "nsys profile python -u train_deepspeed.py"),
+                                               Process(30, "python -u -m deepspeed.launcher.launch --world_info=x"),
+                                               Process(20, "python /usr/bin/deepspeed --num_gpus=2"),
+                                               Process(1, None)],
+        "under torchrun": [Process(31, "python /usr/bin/torchrun --nproc_per_node=2 train_deepspeed.py"),
+                           Process(2, "bash")],
+        "none": [Process(5, "bash"), Process(1, None)]}
+    found = {}
+    for name, parents in chains.items():
+        monkeypatch.setattr(psutil, "Process", lambda parents=parents: types.SimpleNamespace(parents=lambda: parents))
+        found[name] = distributed.launched_by()
+    host = __import__("socket").gethostname()
+    assert found == {"under deepspeed, a wrapper between": f"{host}, process 30",
+                     "under torchrun": f"{host}, process 31", "none": ""}
