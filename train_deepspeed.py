@@ -8,6 +8,7 @@ Fine-tune GPT-2 (up to GPT-2 XL, 1.5B parameters) with DeepSpeed ZeRO-2 on every
 Settings are the globals below; a config file (plain Python assignments) and then --key=value override them.
 One iteration is one optimizer step: batch_size x gradient_accumulation_steps x GPUs sequences.
 """
+import atexit
 import contextlib
 import io
 import json
@@ -698,7 +699,13 @@ def main(argv):
         sys.stderr.flush()
         os._exit(1)
     compute_cleanup()  # every rank, so that no rank exits while a peer still waits on it
-    sys.exit(status)
+    # Python's teardown after this once aborted a rank of a finished run ("terminate called without an active
+    # exception", in CI), a success reported as a failure: the exit handlers run (wandb, logging), then the process
+    # leaves without the teardown, as the failure paths above do
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
