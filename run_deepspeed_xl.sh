@@ -37,14 +37,20 @@ if [[ $# -gt 0 && $1 != --* ]]; then CONFIG=$1; shift; fi
 [[ -f $CONFIG ]] || die "config file $CONFIG not found"
 
 # The trainer's own parser (settings.py) reads the settings, so this script and the run can never disagree; the
-# same Python (one torch import: seconds) counts the visible GPUs.
+# same Python counts the visible GPUs as torch.cuda.device_count() would, from the CUDA driver itself (importing
+# torch here would hold the launch up by seconds).
 settings=$("$PYTHON" - "$CONFIG" "$@" <<'EOF'
-import sys, settings, torch
+import ctypes, sys, settings
 try:
     c = settings.parse_config(sys.argv[1:])
 except settings.InputError as e:
     sys.exit(f"error: {e}")
-print(c.dataset, c.init_from, c.dtype, c.deepspeed_config, torch.cuda.device_count())
+try:
+    cuda, n = ctypes.CDLL("libcuda.so.1"), ctypes.c_int(0)
+    visible = n.value if cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(n)) == 0 else 0
+except OSError:  # no NVIDIA driver
+    visible = 0
+print(c.dataset, c.init_from, c.dtype, c.deepspeed_config, visible)
 EOF
 ) || exit 2
 read -r DATASET INIT_FROM DTYPE DSCONFIG visible <<<"$settings"
@@ -55,12 +61,36 @@ if [[ $DATASET == shakespeare && ! -f data/shakespeare/train.bin ]]; then
     "$PYTHON" data/shakespeare/prepare.py ${SHAKESPEARE_INPUT:+--input "$SHAKESPEARE_INPUT"} || exit 2
 fi
 
-# DeepSpeed's launcher logs ~15 lines of its own per run, and one [ERROR] line after every non-zero exit, which
-# would be the last line on screen after the trainer's own one-line error; the trainer says what happened
-launcher=(deepspeed --log_level="${DEEPSPEED_LOG_LEVEL:-critical}")
+# The rendezvous port must be free here, or a second job on this machine dies on EADDRINUSE. With a hostfile
+# it is the first host's port, which this machine cannot check. SO_REUSEADDR as torch's TCPStore binds: a port
+# a finished run left in TIME_WAIT is free, one a running job listens on is not.
+port_free() {
+    "$PYTHON" -c 'import socket as S, sys; s = S.socket(); s.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+s.bind(("", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+if [[ -n ${MASTER_PORT:-} ]]; then
+    [[ -n ${HOSTFILE:-} ]] || port_free "$MASTER_PORT" || die "MASTER_PORT=$MASTER_PORT is in use on this machine" \
+        "(or needs root); choose another, or unset MASTER_PORT to have a free port picked"
+    port=$MASTER_PORT
+elif [[ -n ${HOSTFILE:-} ]] || port_free 29500; then
+    port=29500
+else
+    port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+    echo "port 29500 is in use (another job on this machine?); using port $port (set MASTER_PORT to choose)"
+fi
+
+# The lightest start that does the job, each layer of launcher costing seconds of imports before the first step:
+# several machines go through DeepSpeed's runner (it starts launch.py on each), several processes on this machine
+# through launch.py itself, and one process is started directly, as launch.py would start it. Every trainer has
+# --local_rank=N among its arguments (forward below finds them by it).
+# DeepSpeed's launchers log ~15 lines of their own per run, and one [ERROR] line after every non-zero exit, which
+# would be the last line on screen after the trainer's own one-line error; the trainer says what happened.
+log_level=--log_level="${DEEPSPEED_LOG_LEVEL:-critical}"
 if [[ -n ${HOSTFILE:-} ]]; then
     [[ -f $HOSTFILE ]] || die "hostfile $HOSTFILE not found"
-    launcher+=(--hostfile="$HOSTFILE")
+    start=(deepspeed "$log_level" --hostfile="$HOSTFILE")
+    [[ -z ${MASTER_PORT:-} ]] || start+=(--master_port="$port")
+    start+=(train_deepspeed.py)
     where="the machines in $HOSTFILE"
 else
     unit=GPUs
@@ -74,40 +104,31 @@ else
     GPUS=${NUM_GPUS:-$visible}
     if [[ $GPUS -eq 1 ]]; then unit=${unit/GPUs/GPU}; unit=${unit/processes/process}; fi
     [[ $GPUS -le $visible ]] || die "NUM_GPUS=$GPUS but only $visible GPUs are visible"
+    ids=$(seq -s, 0 $((GPUS - 1)))
+    where="$GPUS $unit"
     if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
-        # the deepspeed launcher rewrites CUDA_VISIBLE_DEVICES itself; --include keeps the chosen cards
         ids=$(echo "$CUDA_VISIBLE_DEVICES" | cut -d, -f1-"$GPUS")
-        launcher+=(--include="localhost:$ids")
-        unset CUDA_VISIBLE_DEVICES
         where="GPUs $ids"
-    else
-        launcher+=(--num_gpus="$GPUS")
-        where="$GPUS $unit"
     fi
-fi
-
-# The rendezvous port must be free here, or a second job on this machine dies on EADDRINUSE. With a hostfile
-# it is the first host's port, which this machine cannot check. SO_REUSEADDR as torch's TCPStore binds: a port
-# a finished run left in TIME_WAIT is free, one a running job listens on is not.
-port_free() {
-    "$PYTHON" -c 'import socket as S, sys; s = S.socket(); s.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
-s.bind(("", int(sys.argv[1])))' "$1" 2>/dev/null
-}
-if [[ -n ${MASTER_PORT:-} ]]; then
-    [[ -n ${HOSTFILE:-} ]] || port_free "$MASTER_PORT" || die "MASTER_PORT=$MASTER_PORT is in use on this machine" \
-        "(or needs root); choose another, or unset MASTER_PORT to have a free port picked"
-    launcher+=(--master_port="$MASTER_PORT")
-elif [[ -z ${HOSTFILE:-} ]] && ! port_free 29500; then
-    port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
-    echo "port 29500 is in use (another job on this machine?); using port $port (set MASTER_PORT to choose)"
-    launcher+=(--master_port="$port")
+    if [[ $GPUS -eq 1 ]]; then
+        [[ $unit != GPU ]] || export CUDA_VISIBLE_DEVICES=$ids
+        export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
+        start=("$PYTHON" -u train_deepspeed.py --local_rank=0)
+    else
+        # launch.py gives each rank one of these GPUs (it sets CUDA_VISIBLE_DEVICES itself)
+        world_info=$("$PYTHON" -c 'import base64, json, sys
+print(base64.urlsafe_b64encode(json.dumps({"localhost": [int(i) for i in sys.argv[1].split(",")]}).encode()).decode())' "$ids")
+        unset CUDA_VISIBLE_DEVICES
+        start=("$PYTHON" -u -m deepspeed.launcher.launch --world_info="$world_info" --master_addr=127.0.0.1
+               --master_port="$port" "$log_level" train_deepspeed.py)
+    fi
 fi
 # the trainer prints the batch arithmetic (micro-batch x accumulation x GPUs x block) once it has checked it
 echo "model $INIT_FROM on $where, $DTYPE"
 
-# setsid: Ctrl-C reaches only this script, which asks the trainers to save; the launcher would kill them.
-setsid "${launcher[@]}" train_deepspeed.py "$CONFIG" "$@" &
-launcher_pid=$!
+# setsid: Ctrl-C reaches only this script, which asks the trainers to save; a launcher would kill them.
+setsid "${start[@]}" "$CONFIG" "$@" &
+started=$!
 
 descendants() {
     local pid
@@ -115,8 +136,8 @@ descendants() {
 }
 forward() {
     echo "run_deepspeed_xl.sh: forwarding SIG$1 to the training processes (they save, then exit)" >&2
-    for pid in $(descendants "$launcher_pid"); do
-        # a trainer has --local_rank=N in its arguments; the launcher above it must not be signalled (it kills)
+    for pid in $started $(descendants "$started"); do
+        # a trainer has --local_rank=N in its arguments; a launcher above it must not be signalled (it kills)
         if grep -qa -- "--local_rank=" "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null; fi
     done
 }
@@ -125,8 +146,8 @@ trap 'forward INT' INT
 
 status=0
 while true; do
-    wait "$launcher_pid"
+    wait "$started"
     status=$?
-    kill -0 "$launcher_pid" 2>/dev/null || break  # wait was only interrupted by a forwarded signal
+    kill -0 "$started" 2>/dev/null || break  # wait was only interrupted by a forwarded signal
 done
 exit "$status"

@@ -87,7 +87,7 @@ def prompt_text(start):
 
 
 def main(argv):
-    from settings import DTYPES, EXIT_BAD_INPUT, InputError, parse_config
+    from settings import EXIT_BAD_INPUT, InputError, parse_config
     from model import PretrainedNotFound
     from checkpoint import CheckpointError, safe_loading
     from tokenizer import gpt2_encoding
@@ -104,7 +104,7 @@ def main(argv):
     except (InputError, PretrainedNotFound, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    model.to(device=C["device"], dtype=DTYPES[C["dtype"]]).eval()
+    model.to(device=C["device"], dtype=getattr(torch, C["dtype"])).eval()
     context = model.config.block_size
     if len(ids) > context:
         print(f"note: the prompt has {len(ids):,} tokens, more than the model's context of {context}; it sees the last "

@@ -14,15 +14,14 @@ import os
 import sys
 import traceback
 
-import torch
-
 REPO = os.path.dirname(os.path.abspath(__file__))
 TRAIN_SCRIPT = os.path.join(REPO, "train_deepspeed.py")
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; run again with init_from='resume'
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a second signal stopped at once, without saving
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = ("float16", "bfloat16", "float32")  # names of torch dtypes; no torch here: run_deepspeed_xl.sh reads
+# the settings before it starts the launcher, and importing torch would hold the launch up by seconds
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 

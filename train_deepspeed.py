@@ -30,7 +30,7 @@ from distributed import (Progress, SecondSignal, StopFlag, agreed_stop, check_co
 from monitoring import (StartupClock, StepTimer, estimate_model_state_memory, format_bytes, format_duration,
                         format_log, monitor_events, out_of_memory_line, start_monitors, start_profiler,
                         stop_profiler, trim_csv_logs)
-from settings import (DTYPES, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED, InputError,
+from settings import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED, InputError,
                       build_ds_config, check_settings, check_start, choose_with, one_line, parse_config,
                       start_warnings, training_defaults)
 
@@ -285,7 +285,7 @@ def print_done(cfg, loop, start_iter, seconds):
 def build_model(cfg, device, vocab_size, resume_marker=None):
     """The GPT to train, built directly on the device in the training dtype: (model, where its weights came from)."""
     from model import GPT, GPTConfig, PretrainedNotFound
-    ptdtype = DTYPES[cfg.dtype]
+    ptdtype = getattr(torch, cfg.dtype)
     if resume_marker is not None:
         with torch.device(device):
             model = GPT(GPTConfig(**resume_marker["model_config"]), init_weights=False).to(ptdtype)
@@ -452,7 +452,7 @@ def run(cfg):
     tokens_per_iter = mb * ga * world_size * cfg.block_size
     from model import flops_per_token, peak_flops
     flops_tok = flops_per_token(model.config, cfg.block_size)
-    peak = peak_flops(torch.cuda.get_device_name(ctx.local_rank), DTYPES[cfg.dtype]) if ctx.on_gpu else None
+    peak = peak_flops(torch.cuda.get_device_name(ctx.local_rank), getattr(torch, cfg.dtype)) if ctx.on_gpu else None
     stop = StopFlag(saves=cfg.save_checkpoints, stop_file=os.path.join(cfg.out_dir, STOP_FILE) if ctx.master else None)
     after_stop = ("continue with --init_from=resume" if cfg.save_checkpoints
                   else "nothing was saved (save_checkpoints=False)")

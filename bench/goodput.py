@@ -2,8 +2,9 @@
 Goodput of a whole fine-tuning job (issue 27): its wall time against the time of its optimizer steps, and where the
 rest goes: start-up, evals, time blocked in saves, the exit.
 
-    python bench/goodput.py --cpu --out /tmp/goodput   # CI's tiny mode: config/cpu_tiny.py on 2 CPU processes,
-                                                       #   8 iterations, eval + save every 2 (keep_last_n=1)
+    python bench/goodput.py --cpu --out /tmp/goodput   # CI's tiny mode: config/cpu_tiny.py on 2 CPU processes
+                                                       #   (--gpus N: N), 8 iterations, eval + save every 2
+                                                       #   (keep_last_n=1)
     python bench/goodput.py                            # the issue's job on one GPU: ./run_deepspeed_xl.sh
                                                        #   --max_iters=100 --eval_interval=25
                                                        #   --always_save_checkpoint=True --keep_last_n=1 (fp16, 16 x 8)
@@ -16,8 +17,7 @@ rest goes: start-up, evals, time blocked in saves, the exit.
     python bench/goodput.py --init scratch             # GPT-2 XL shapes from random init instead (no cache needed)
     python bench/goodput.py --set max_iters=20         # more --key=value for the trainer (after the job's own)
 
-The trainer is launched as a user launches it (run_deepspeed_xl.sh on GPUs; the deepspeed launcher on the CPU),
-its lines time-stamped as they arrive. From its log:
+The trainer is launched as a user launches it, through run_deepspeed_xl.sh, its lines time-stamped as they arrive. From its log:
     wall_s        launch to the launcher's exit
     step_s        the sum of the logged iteration times (each one optimizer step: forward, backward, step;
                   the trainer's timer leaves evals and saves out)
@@ -138,10 +138,11 @@ def command(args, out_dir):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     extra = [f"--{s}" for s in args.set]
     if args.cpu:
-        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-        argv = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus=2", f"--master_port={free_port()}",
-                "train_deepspeed.py", *CPU_JOB, f"--dataset={args.dataset}", f"--out_dir={out_dir}", *extra]
-        return argv, env
+        # no GPU here: the script runs NUM_GPUS processes on DeepSpeed's CPU accelerator
+        env.update(NUM_GPUS=str(args.gpus or 2), MASTER_PORT=str(free_port()), PYTHON=sys.executable,
+                   OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+                   PATH=os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]]))
+        return ["./run_deepspeed_xl.sh", *CPU_JOB, f"--dataset={args.dataset}", f"--out_dir={out_dir}", *extra], env
     env.setdefault("SHAKESPEARE_INPUT", SHAKESPEARE_TXT)  # no internet on the GPU machines
     env.setdefault("NCCL_NVLS_ENABLE", "0")
     if args.gpus:
@@ -203,7 +204,7 @@ def main():
     proc.wait()
     wall_s = time.time() - t0
     killer.cancel()
-    result = {"mode": "cpu (tiny config, 2 CPU processes): a smoke figure, not a GPU one" if args.cpu else
+    result = {"mode": f"cpu (tiny config, {args.gpus or 2} CPU processes): a smoke figure, not a GPU one" if args.cpu else
               f"gpu ({args.gpus or 'all visible'} GPUs, init {args.init})",
               "command": " ".join(argv), "exit_code": proc.returncode,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

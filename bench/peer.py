@@ -42,7 +42,7 @@ def main():
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     torch.cuda.set_device(local_rank)
     deepspeed.init_distributed()
-    ptdtype = DTYPES[args.dtype]
+    ptdtype = getattr(torch, args.dtype)
     cfg = dict(DEFAULTS, batch_size=args.batch_size, target_batch_size=args.target_batch_size, dtype=args.dtype,
                csv_log=False, deepspeed_config=args.deepspeed_config)
     mb, ga, _ = derive_batch(cfg, world)

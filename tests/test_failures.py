@@ -186,16 +186,19 @@ def test_out_of_memory_line_offers_only_what_is_not_already_on():
         "(README: GPU memory guidance)")
 
 
-def test_launcher_script_forwards_sigterm(shakespeare, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])  # the trainer started directly, and through launch.py
+def test_launcher_script_forwards_sigterm(shakespeare, tmp_path, processes):
     out = tmp_path / "out"
-    env = train_env({"NUM_GPUS": "2", "PYTHON": sys.executable,
+    env = train_env({"NUM_GPUS": str(processes), "PYTHON": sys.executable,
                      "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
     proc = subprocess.Popen(["./run_deepspeed_xl.sh", "config/cpu_tiny.py", f"--dataset={shakespeare}",
                              f"--out_dir={out}", "--max_iters=1000", "--eval_interval=500", "--eval_iters=4"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    assert read_until(proc, r"^model ", lines) == "model scratch on 2 CPU processes, float32\n"
-    assert "batch: 4 x 2 x 2 CPU processes x 64 = 1,024 tokens per iteration" in read_until(proc, r"^batch: ", lines)
+    unit = "CPU processes" if processes > 1 else "CPU process"
+    assert read_until(proc, r"^model ", lines) == f"model scratch on {processes} {unit}, float32\n"
+    assert f"batch: 4 x 2 x {processes} {unit} x 64 = {512 * processes:,} tokens per iteration" in \
+        read_until(proc, r"^batch: ", lines)
     read_until(proc, r"^iter 2/", lines)
     proc.send_signal(signal.SIGTERM)
     lines += proc.stdout.readlines()

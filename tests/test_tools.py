@@ -182,7 +182,8 @@ def test_plot_tokens_at_interpolates_between_log_lines():
 
 
 # -----------------------------------------------------------------------------
-# run_deepspeed_xl.sh, with a stand-in `deepspeed` that prints its command line
+# run_deepspeed_xl.sh, with stand-ins that print the command line of what it starts: the `deepspeed` runner, and a
+# Python that prints a start of launch.py or of the trainer and runs everything else (the script's own checks)
 
 
 def run_script(tmp_path, *args, **extra_env):
@@ -192,7 +193,11 @@ def run_script(tmp_path, *args, **extra_env):
     fake = bin_dir / "deepspeed"
     fake.write_text('#!/bin/sh\necho "deepspeed $*"\n')
     fake.chmod(0o755)
-    env = train_env({"NUM_GPUS": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable,
+    python = bin_dir / "python"
+    python.write_text('#!/bin/sh\ncase "$1 $2 $3" in "-u -m deepspeed.launcher.launch" | "-u train_deepspeed.py "*)\n'
+                      f'    echo "python $*"; exit 0;;\nesac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = train_env({"NUM_GPUS": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHON": str(python),
                      "PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ["PATH"]])})
     env.pop("MASTER_PORT", None)
     env.update(extra_env)
@@ -220,8 +225,25 @@ def test_script_prints_no_batch_arithmetic_of_its_own(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "model scratch on 2 CPU processes, float32",
-        f"deepspeed --log_level=critical --num_gpus=2 --master_port={port} train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
+        f"python -u -m deepspeed.launcher.launch --world_info={world_info([0, 1])} --master_addr=127.0.0.1 "
+        f"--master_port={port} --log_level=critical train_deepspeed.py config/cpu_tiny.py --dataset=/unused "
         "--target_batch_size=12"]
+
+
+def world_info(ids):
+    """launch.py's --world_info for these local GPUs, as DeepSpeed's runner encodes it."""
+    from deepspeed.launcher.runner import encode_world_info
+    return encode_world_info({"localhost": ids})
+
+
+def test_script_starts_one_process_without_a_launcher(tmp_path):
+    """One process needs no launcher (each costs seconds of imports): the trainer itself, with launch.py's
+    --local_rank (by which the script forwards signals), on the port the script checked."""
+    port = free_port()
+    proc = run_script(tmp_path, MASTER_PORT=str(port), NUM_GPUS="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["model scratch on 1 CPU process, float32",
+                                        "python -u train_deepspeed.py --local_rank=0 config/cpu_tiny.py --dataset=/unused"]
 
 
 def test_script_picks_a_free_port_when_29500_is_taken(tmp_path):
@@ -237,7 +259,7 @@ def test_script_picks_a_free_port_when_29500_is_taken(tmp_path):
     assert port != 29500
     assert lines[0] == (f"port 29500 is in use (another job on this machine?); using port {port} "
                         "(set MASTER_PORT to choose)")
-    assert f"deepspeed --log_level=critical --num_gpus=2 --master_port={port} train_deepspeed.py" in lines[2]
+    assert f"--master_addr=127.0.0.1 --master_port={port} --log_level=critical train_deepspeed.py" in lines[2]
 
 
 def test_script_leaves_the_port_to_the_hostfile_run(tmp_path):
