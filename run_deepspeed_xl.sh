@@ -115,9 +115,10 @@ else
         export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
         start=("$PYTHON" -u train_deepspeed.py --local_rank=0)
     else
-        # launch.py gives each rank one of these GPUs (it sets CUDA_VISIBLE_DEVICES itself)
+        # launch.py gives each rank one of these GPUs (it sets CUDA_VISIBLE_DEVICES itself; indices or UUIDs)
         world_info=$("$PYTHON" -c 'import base64, json, sys
-print(base64.urlsafe_b64encode(json.dumps({"localhost": [int(i) for i in sys.argv[1].split(",")]}).encode()).decode())' "$ids")
+ids = [int(i) if i.isdigit() else i for i in sys.argv[1].split(",")]
+print(base64.urlsafe_b64encode(json.dumps({"localhost": ids}).encode()).decode())' "$ids")
         unset CUDA_VISIBLE_DEVICES
         start=("$PYTHON" -u -m deepspeed.launcher.launch --world_info="$world_info" --master_addr=127.0.0.1
                --master_port="$port" "$log_level" train_deepspeed.py)

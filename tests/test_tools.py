@@ -236,6 +236,16 @@ def world_info(ids):
     return encode_world_info({"localhost": ids})
 
 
+def test_script_gives_launch_py_the_first_num_gpus_of_cuda_visible_devices(tmp_path):
+    """Indices or UUIDs, as the user set them; launch.py sets each rank's CUDA_VISIBLE_DEVICES from them."""
+    port = free_port()
+    for visible, chosen in [("2,3,5", [2, 3]), ("GPU-aa,GPU-bb,GPU-cc", ["GPU-aa", "GPU-bb"])]:
+        proc = run_script(tmp_path, MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES=visible)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[1].startswith(
+            f"python -u -m deepspeed.launcher.launch --world_info={world_info(chosen)} --master_addr=127.0.0.1 ")
+
+
 def test_script_starts_one_process_without_a_launcher(tmp_path):
     """One process needs no launcher (each costs seconds of imports): the trainer itself, with launch.py's
     --local_rank (by which the script forwards signals), on the port the script checked."""
