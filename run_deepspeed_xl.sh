@@ -111,11 +111,11 @@ else
         where="GPUs $ids"
     fi
     if [[ $GPUS -eq 1 ]]; then
-        [[ $unit != GPU ]] || export CUDA_VISIBLE_DEVICES=$ids
-        export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
+        export CUDA_VISIBLE_DEVICES=$ids RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
         start=("$PYTHON" -u train_deepspeed.py --local_rank=0)
     else
-        # launch.py gives each rank one of these GPUs (it sets CUDA_VISIBLE_DEVICES itself; indices or UUIDs)
+        # launch.py gives each rank one of these GPUs (it sets CUDA_VISIBLE_DEVICES itself; indices or UUIDs),
+        # encoded as DeepSpeed's runner.encode_world_info does (importing it would import deepspeed: seconds)
         world_info=$("$PYTHON" -c 'import base64, json, sys
 ids = [int(i) if i.isdigit() else i for i in sys.argv[1].split(",")]
 print(base64.urlsafe_b64encode(json.dumps({"localhost": ids}).encode()).decode())' "$ids")
