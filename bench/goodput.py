@@ -17,7 +17,8 @@ rest goes: start-up, evals, time blocked in saves, the exit.
     python bench/goodput.py --init scratch             # GPT-2 XL shapes from random init instead (no cache needed)
     python bench/goodput.py --set max_iters=20         # more --key=value for the trainer (after the job's own)
 
-The trainer is launched as a user launches it, through run_deepspeed_xl.sh, its lines time-stamped as they arrive. From its log:
+The trainer is launched as a user launches it, through run_deepspeed_xl.sh, its lines time-stamped as they arrive.
+From its log:
     wall_s        launch to the launcher's exit
     step_s        the sum of the logged iteration times (each one optimizer step: forward, backward, step;
                   the trainer's timer leaves evals and saves out)
@@ -204,8 +205,8 @@ def main():
     proc.wait()
     wall_s = time.time() - t0
     killer.cancel()
-    result = {"mode": f"cpu (tiny config, {args.gpus or 2} CPU processes): a smoke figure, not a GPU one" if args.cpu else
-              f"gpu ({args.gpus or 'all visible'} GPUs, init {args.init})",
+    result = {"mode": f"cpu (tiny config, {args.gpus or 2} CPU processes): a smoke figure, not a GPU one"
+              if args.cpu else f"gpu ({args.gpus or 'all visible'} GPUs, init {args.init})",
               "command": " ".join(argv), "exit_code": proc.returncode,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               **parse(lines, wall_s)}
