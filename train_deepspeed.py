@@ -100,6 +100,7 @@ profile_iteration = 0  # record iteration N (as logged) with torch.profiler: out
 # -----------------------------------------------------------------------------
 DEFAULTS = training_defaults(__file__)  # the settings above, as parse_config and --help read them
 STOP_FILE = "STOP"  # `touch out_dir/STOP` stops that run after its current step, with a checkpoint
+SILENT_RANK_WAIT_S = 20.0  # a rank that leaves bad input to another rank to report waits this long for it (main)
 
 def get_lr(step, learning_rate, lr_schedule="constant", warmup_iters=0, lr_decay_iters=0, min_lr=0.0):
     """LR for the optimizer step that follows `step` applied steps: linear warmup, then constant or a
@@ -671,6 +672,12 @@ def main(argv):
         elif os.environ.get("LOCAL_RANK") == "0" and not tdist.is_initialized():
             # found before the ranks could agree: another node's own disk state (its out_dir, its data) may differ
             # from rank 0's, so the first rank of each node says what it found
+            print_line(f"error: [rank {rank}] {e}")
+        elif not tdist.is_initialized():
+            # The node's first rank finds the same, maybe a second later (a slower import): the launcher ends every
+            # rank as soon as one exits, so a silent rank that left first would cut that rank's line. It stays until
+            # the launcher ends it, and says why itself if no other rank did in that time.
+            time.sleep(SILENT_RANK_WAIT_S)
             print_line(f"error: [rank {rank}] {e}")
         if tdist.is_initialized():  # the interpreter's exit with a live gloo group can abort ("terminate called
             sys.stdout.flush()  # without an active exception", once in a CI-like run): leave at once

@@ -18,6 +18,8 @@ counts them (iteration 3 is logged as iter 4). The kinds:
     disk_full_in_save ENOSPC at the same place
     sigterm_in_eval   SIGTERM to itself as the eval of that iteration starts
     sigint_in_startup SIGINT to itself once the model is built (FIRST is ignored)
+    late_start        that rank starts FIRST seconds late (its imports done, before it reads its settings), as a rank
+                      slowed by a busy machine
     late_rendezvous   that rank reaches the process group's rendezvous FIRST seconds late (as a rank 0 that lost the
                       race to its peers: they meet whoever holds the port first)
 $TRAIN_SAME_STOP_SECONDS sets StopFlag's window for "the same stop passed on by a launcher".
@@ -160,4 +162,7 @@ if __name__ == "__main__":
     patch(train_deepspeed, "compute_init", on_compute_init)
     if "TRAIN_SAME_STOP_SECONDS" in os.environ:
         distributed.StopFlag.same_stop_seconds = float(os.environ["TRAIN_SAME_STOP_SECONDS"])
+    for first, _, rank in FAULTS.get("late_start", ()):
+        if rank == RANK:
+            time.sleep(first)
     train_deepspeed.main(sys.argv[1:])

@@ -267,6 +267,17 @@ def test_exit_code_and_one_line(tmp_path):
         "error: batch_size (0) and gradient_accumulation_steps (2) must be at least 1"]
 
 
+def test_bad_input_found_by_every_rank_is_said_even_when_rank_0_comes_to_it_last(tmp_path):
+    """Before the process group every rank finds the same bad setting and rank 0 alone says so. Rank 1 used to exit
+    first, and the launcher then ended rank 0 before its line (seen once in CI, as a run with no 'error:' line):
+    here rank 0 starts 4 s late."""
+    proc = launch([*TINY, f"--out_dir={tmp_path / 'out'}", "--batch_size=0"], faults="late_start@4:0", timeout=120)
+    assert proc.returncode == settings.EXIT_BAD_INPUT, proc.stdout[-3000:]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("error")] == [
+        "error: batch_size (0) and gradient_accumulation_steps (2) must be at least 1"], proc.stdout[-3000:]
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_init_from_an_incomplete_tag_of_another_run(tmp_path, shakespeare):
     src = tmp_path / "src"
     (src / "final").mkdir(parents=True)
