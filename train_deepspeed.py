@@ -399,6 +399,25 @@ def evaluate_all(engine, splits, block_size, batch_size, device):
     return {k: out[k] for k in sorted(out, key=lambda k: (not k.startswith("train"), k))}, val_seconds
 
 
+def eval_and_report(engine, splits, cfg, device, loop, monitor, it):
+    """The eval at iteration `it`, printed and sent to the monitors; the loop's best val loss and its count of evals
+    without improvement (for patience) follow it. Returns (losses, whether val loss improved)."""
+    t_eval = time.time()
+    losses, val_seconds = evaluate_all(engine, splits, cfg.block_size, cfg.batch_size, device)
+    loop["last_eval_iter"] = it
+    improved = losses["val"] < loop["best_val_loss"]
+    if improved:
+        loop["best_val_loss"], loop["evals_without_improvement"] = losses["val"], 0
+    else:
+        loop["evals_without_improvement"] += 1
+    val_ppl = math.exp(min(losses["val"], 50))
+    extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
+    print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
+           f"val ppl {val_ppl:.2f}{extra} | {val_seconds:.2f}s val, {time.time() - t_eval:.2f}s total")
+    monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] + [("Eval/val_ppl", val_ppl, it)])
+    return losses, improved
+
+
 # -----------------------------------------------------------------------------
 # the run
 
@@ -483,20 +502,7 @@ def run(cfg):
                 tags, status = [f"iter_{it}"], EXIT_PREEMPTED
                 farewell = f"stopped on {stop_reason} after iteration {it}; {after_stop}"
             elif evaluating:  # unless the checkpoint this run resumed from was saved after this eval
-                t_eval = time.time()
-                losses, val_seconds = evaluate_all(engine, splits, cfg.block_size, mb, ctx.device)
-                loop["last_eval_iter"] = it
-                improved = losses["val"] < loop["best_val_loss"]
-                if improved:
-                    loop["best_val_loss"], loop["evals_without_improvement"] = losses["val"], 0
-                else:
-                    loop["evals_without_improvement"] += 1
-                val_ppl = math.exp(min(losses["val"], 50))
-                extra = "".join(f" | {k} {v:.4f}" for k, v in losses.items() if "/" in k)
-                print0(f"eval {it}: train loss {losses['train']:.4f} | val loss {losses['val']:.4f} | "
-                       f"val ppl {val_ppl:.2f}{extra} | {val_seconds:.2f}s val, {time.time() - t_eval:.2f}s total")
-                monitor.write_events([(f"Eval/{k}_loss", v, it) for k, v in losses.items()] +
-                                     [("Eval/val_ppl", val_ppl, it)])
+                losses, improved = eval_and_report(engine, splits, cfg, ctx.device, loop, monitor, it)
                 best = ["best"] if improved else []
                 early_stop = cfg.patience > 0 and loop["evals_without_improvement"] >= cfg.patience
                 if last_step or early_stop:
