@@ -26,6 +26,7 @@ class Saves:
         self.cfg, self.ctx, self.engine, self.monitor = cfg, ctx, engine, monitor
         self.zero_stage, self.model_config = zero_stage, model_config
         self.pending, self.said_host_ram = None, False  # (PendingSave, tags) being written in the background
+        self.ending_since = None  # the start of a pending save that ends the run
         if cfg.save_checkpoints and cfg.async_checkpoints:
             from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
             if isinstance(engine.checkpoint_engine, TorchCheckpointEngine):
@@ -50,8 +51,9 @@ class Saves:
                    "and kept from save to save)")
 
     def save(self, loop, tags, ending):
-        """tags[0], with the others as hard links of it. A save that ends the run is written while the run waits,
-        from the host copies where there are (kept from the saves before it: no new pinned buffers to allocate)."""
+        """tags[0], with the others as hard links of it. A save that ends the run (`ending`) is written from the
+        host copies where there are (kept from the saves before it: no new pinned buffers to allocate) while the run
+        does what is left before its finish() (the loss plot)."""
         if not self.cfg.save_checkpoints:
             return
         self.finish()  # one save at a time: the one before is complete (or has failed) first
@@ -65,9 +67,8 @@ class Saves:
             print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM and write it "
                    f"while training goes on ({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, "
                    "kept from save to save)")
-        if ending:
-            done = wait_run_save(result, self.ctx.device)
-            return self.report(done and (time.time() - t0, *done[1:5], None), tags, loop["iter"])
+        if ending:  # the run waits for it in finish(), after what it can do meanwhile (the loss plot)
+            self.ending_since = t0
         self.pending = (result, tags)
 
     def state(self):
@@ -86,7 +87,9 @@ class Saves:
         if result is None:
             return
         self.pending = None
-        if counts is None and time.time() - t0 > 0.5:
+        if self.ending_since is not None:  # the run waited for this one: its time is the save's, from its start
+            result, self.ending_since = (time.time() - self.ending_since, *result[1:5], None), None
+        elif counts is None and time.time() - t0 > 0.5:
             print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}")
         self.report(result, tags, saving.marker["iteration"])
 

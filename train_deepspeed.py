@@ -651,15 +651,17 @@ def run(cfg):
                 t_last = time.time()  # not the next iteration's time
     finally:
         progress.close()
-    saves.finish()  # a run that ends waits for its background save (a diverged run's last one)
+    try:
+        if status == 0 and ctx.master and cfg.plot and cfg.csv_log:  # drawn while the final save is written
+            from plot import plot_run
+            path = plot_run(cfg.out_dir)
+            if path:
+                print0(f"loss plot: {path}")
+    finally:  # a run that ends waits for its last save (a failed plot included), which becomes visible here
+        saves.finish()
 
     if stop_reason == "the STOP file" and ctx.master:
         stop.consume_stop_file()
-    if status == 0 and ctx.master and cfg.plot and cfg.csv_log:
-        from plot import plot_run
-        path = plot_run(cfg.out_dir)
-        if path:
-            print0(f"loss plot: {path}")
     if status == 0:
         print_done(cfg, loop, start_iter, time.time() - t_start)
     return status

@@ -215,3 +215,32 @@ def test_saves_wrap_deepspeeds_default_writer_and_leave_another_one_blocking(cap
     assert capsys.readouterr().out.splitlines() == [
         "warning: async_checkpoints: DeepSpeed's FastCheckpointEngine writes the checkpoints (the DeepSpeed config's "
         "checkpoint writer); saves block while it writes"]
+
+
+def test_a_save_that_ends_the_run_is_waited_for_at_finish_and_reports_the_whole_wait(monkeypatch, capsys):
+    """The save that ends a run starts its write and returns (the loss plot is drawn meanwhile); finish() waits for
+    it, and its line gives the time from the save's start to its tag's install: what the run waited, not "written in
+    the background"."""
+    import checkpoint_manager as cm
+    monkeypatch.delenv("RANK", raising=False)
+    pending = object.__new__(ckpt.PendingSave)
+    pending.marker = {"iteration": 20}
+    waited, clock = [], iter([100.0, 109.5, 109.5])
+    monkeypatch.setattr(cm, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr(cm, "save_run", lambda *args, **kwargs: pending)
+    monkeypatch.setattr(cm, "wait_run_save", lambda p, device: waited.append(p) or (0.4, 2 ** 30, 3 * 2 ** 30, [],
+                                                                                     0.5, 7.2))
+    events = []
+    cfg = types.SimpleNamespace(save_checkpoints=True, async_checkpoints=False, out_dir="/out")
+    saves = cm.Saves(cfg, types.SimpleNamespace(rank=0, device="cpu"), types.SimpleNamespace(checkpoint_engine=None),
+                     types.SimpleNamespace(write_events=events.extend), 2, {})
+    saves.said_host_ram = True  # as reserve() leaves it after the first step
+    saves.save({"iter": 20}, ["final", "best"], ending=True)
+    assert waited == []  # the write goes on while the run draws its plot
+    saves.finish()
+    assert waited == [pending]
+    assert capsys.readouterr().out.splitlines() == [
+        "saved final + best in 9.5s (1.00 GiB, hashed in 0.5s; /out holds 3.00 GiB)"]
+    assert events == [("Checkpoint/save_seconds", 9.5, 20), ("Checkpoint/size_gib", 1.0, 20)]
+    saves.finish()  # nothing pending any more
+    assert waited == [pending]

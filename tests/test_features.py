@@ -52,6 +52,9 @@ def test_monitoring_outputs(reference_run):
 
     png = os.path.join(out, "loss.png")
     assert "loss plot: " + png in log
+    # drawn while the final save is written (the run waits for that write anyway), so before its line
+    lines = log.splitlines()
+    assert lines.index("loss plot: " + png) < next(i for i, line in enumerate(lines) if line.startswith("saved final"))
     import matplotlib.image
     image = matplotlib.image.imread(png)
     assert image.shape[0] == 480 and image.shape[1] == 1600  # 16 x 4.8 inches at 100 dpi
