@@ -88,7 +88,8 @@ class Saves:
             return
         self.pending = None
         if self.ending_since is not None:  # the run waited for this one: its time is the save's, from its start
-            result, self.ending_since = (time.time() - self.ending_since, *result[1:5], None), None
+            seconds, self.ending_since = time.time() - self.ending_since, None
+            result = result and (seconds, *result[1:5], None)  # "" on the other ranks
         elif counts is None and time.time() - t0 > 0.5:
             print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}")
         self.report(result, tags, saving.marker["iteration"])

@@ -244,3 +244,8 @@ def test_a_save_that_ends_the_run_is_waited_for_at_finish_and_reports_the_whole_
     assert events == [("Checkpoint/save_seconds", 9.5, 20), ("Checkpoint/size_gib", 1.0, 20)]
     saves.finish()  # nothing pending any more
     assert waited == [pending]
+    clock = iter([200.0, 201.0, 201.0])  # the other ranks: wait_save's "" there, and no line
+    monkeypatch.setattr(cm, "wait_run_save", lambda p, device: waited.append(p) or "")
+    saves.save({"iter": 30}, ["final"], ending=True)
+    saves.finish()
+    assert waited == [pending, pending] and capsys.readouterr().out == "" and len(events) == 2
