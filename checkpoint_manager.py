@@ -25,8 +25,8 @@ class Saves:
     def __init__(self, cfg, ctx, engine, monitor, zero_stage, model_config):
         self.cfg, self.ctx, self.engine, self.monitor = cfg, ctx, engine, monitor
         self.zero_stage, self.model_config = zero_stage, model_config
-        self.pending, self.said_host_ram = None, False  # (PendingSave, tags) being written in the background
-        self.ending_since = None  # the start of a pending save that ends the run
+        # (PendingSave, tags, the start of a save that ends the run, else None) being written in the background
+        self.pending, self.said_host_ram = None, False
         if cfg.save_checkpoints and cfg.async_checkpoints:
             from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
             if isinstance(engine.checkpoint_engine, TorchCheckpointEngine):
@@ -67,9 +67,8 @@ class Saves:
             print0(f"async_checkpoints: saves copy each rank's share of the checkpoint into host RAM and write it "
                    f"while training goes on ({self.engine.checkpoint_engine.host_bytes() / 2 ** 30:.2f} GiB on rank 0, "
                    "kept from save to save)")
-        if ending:  # the run waits for it in finish(), after what it can do meanwhile (the loss plot)
-            self.ending_since = t0
-        self.pending = (result, tags)
+        # a save that ends the run is waited for in finish(), after what the run can do meanwhile (the loss plot)
+        self.pending = (result, tags, t0 if ending else None)
 
     def state(self):
         """[finished, failed] of this rank's part of the background save, for the step's all-reduce."""
@@ -80,16 +79,15 @@ class Saves:
         every rank has written its part; without, after waiting for it. A failed write raises SaveFailed."""
         if self.pending is None:
             return
-        saving, tags = self.pending
+        saving, tags, ending_since = self.pending
         t0 = time.time()
         result = (wait_run_save(saving, self.ctx.device) if counts is None
                   else finish_run_save(saving, *counts))
         if result is None:
             return
         self.pending = None
-        if self.ending_since is not None:  # the run waited for this one: its time is the save's, from its start
-            seconds, self.ending_since = time.time() - self.ending_since, None
-            result = result and (seconds, *result[1:5], None)  # "" on the other ranks
+        if ending_since is not None:  # the run waited for this one: its time is the save's, from its start
+            result = result and (time.time() - ending_since, *result[1:5], None)  # "" on the other ranks
         elif counts is None and time.time() - t0 > 0.5:
             print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}")
         self.report(result, tags, saving.marker["iteration"])
