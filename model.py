@@ -402,16 +402,16 @@ class PretrainedNotFound(RuntimeError):
 
 
 def hub_file(name, filename):
-    """Path of a file of a GPT-2 repository on the Hugging Face hub, from transformers' cache when it is there
-    under either of its names (gpt2-xl, openai-community/gpt2-xl): the files never change, and asking the hub first
-    costs ~25 s of retries on a machine without internet."""
-    from transformers.utils import cached_file
+    """Path of a file of a GPT-2 repository on the Hugging Face hub, from the hub's cache when it is there under
+    either of its names (gpt2-xl, openai-community/gpt2-xl): the files never change, and asking the hub first
+    costs ~25 s of retries on a machine without internet. huggingface_hub itself, not transformers, whose import
+    took 3.1 s of a start on an H200 without a bytecode cache (bench/results/2026-12-04-cprofile)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     for repo in (name, f"openai-community/{name}"):
-        try:
-            return cached_file(repo, filename, local_files_only=True)
-        except OSError:
-            pass
-    return cached_file(name, filename)
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return hf_hub_download(name, filename)
 
 
 def resolve_pretrained(name_or_dir, with_weights=True):
@@ -499,7 +499,9 @@ def load_hf_state_dict(model, named_tensors):
             raise ValueError(f"unexpected tensor {hf_name} in the checkpoint: not a GPT-2 parameter")
         target = ours[name]
         if name.endswith(HF_CONV1D_WEIGHTS):
-            tensor = tensor.t()
+            # transposed where the model is: a transposed CPU tensor is made contiguous on the CPU, in one thread,
+            # before it goes to the GPU (GPT-2 XL's load 3.9 -> 1.2 s on an H200, bench/results/2026-12-04-startup)
+            tensor = tensor.to(target.device).t()
         if name == "transformer.wte.weight":
             assert tensor.shape == (V, target.shape[1]), f"{hf_name}: {tuple(tensor.shape)} vs {(V, target.shape[1])}"
             target[:V].copy_(tensor)

@@ -199,3 +199,14 @@ def test_gpt2_name_loads_from_the_hub_cache_without_network(hf_pair, tmp_path):
             attempts, seconds, n_layer, *got = proc.stdout.split()
             assert int(attempts) == 0 and float(seconds) < 10 and int(n_layer) == TINY_HF["n_layer"]
             assert torch.allclose(torch.tensor([float(v) for v in got]), want, atol=1e-5)
+
+
+def test_a_gpt2_name_not_in_the_cache_offline_is_one_line_naming_the_fix(tmp_path):
+    code = ("from model import resolve_pretrained, PretrainedNotFound\n"
+            "try:\n    resolve_pretrained('gpt2-medium')\nexcept PretrainedNotFound as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, HF_HUB_CACHE=str(tmp_path), HF_HUB_OFFLINE="1", PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip()
+    assert "\n" not in line and line.startswith("could not get gpt2-medium from the Hugging Face hub or its cache (")
+    assert line.endswith("connect to the internet once, or give a local directory")
