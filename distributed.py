@@ -170,6 +170,7 @@ def compute_init(ctx, cfg):
     ds_patches.quiet_deprecations()
     ds_patches.explain_build_lock_waits()
     ds_patches.skip_muon()
+    ds_patches.skip_deepcompile_passes()
     port = os.environ.get("MASTER_PORT", "29500")
     try:
         store, _, _ = next(torch.distributed.rendezvous("env://", ctx.rank, ctx.world_size, timeout=timeout))

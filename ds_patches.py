@@ -10,6 +10,7 @@ measurements are in bench/NOTES.md). Nothing else in the project reaches into De
   per rank, is nothing a user can act on.
 - explain_build_lock_waits: torch's extension builds (DeepSpeed's ops, kernels/fused_dense) wait in silence, for
   ever, on a lock that a killed build left: the wait now says what it waits for and what to do.
+- skip_muon, skip_deepcompile_passes: imports of the compiler that this trainer never uses, seconds of every start.
 - skip_overflow_scan / scan_this_step: no separate inf/NaN scan of the gradients, which the norm already detects;
   optimizer step 156 -> 70 ms on one H100 (bf16), +2.9% throughput.
 """
@@ -61,6 +62,16 @@ def skip_muon():
         module = types.ModuleType(f"deepspeed.runtime.zero.muon.{name}")
         module.__dict__.update(attrs)
         sys.modules.setdefault(module.__name__, module)
+
+
+def skip_deepcompile_passes():
+    """DeepSpeed's engine registers its DeepCompile passes whenever torch and the accelerator could run them
+    (engine.py: `if is_deepcompile_supported()`), and registering imports deepspeed.compile.backend, which imports
+    torch's inductor (sympy, networkx): 3.2 s of a GPT-2 XL start on an H200 (bench/results/2026-12-04-startup).
+    The passes serve only engine.compile(deepcompile=True); this trainer compiles its blocks with torch.compile, so
+    the engine is told DeepCompile is not there."""
+    import deepspeed.runtime.engine as engine
+    engine.is_deepcompile_supported = lambda: False
 
 
 def explain_build_lock_waits(first_after_s=10.0, every_s=60.0, say=None):

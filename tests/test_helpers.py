@@ -429,6 +429,26 @@ def test_deepspeeds_muon_is_stood_in_for_and_the_compiler_not_imported():
         "['deepspeed.runtime.zero.muon.muon_optimizer', 'deepspeed.runtime.zero.muon.original_muon']"]
 
 
+
+def test_deepspeeds_engine_is_told_deepcompile_is_not_there():
+    """ds_patches.skip_deepcompile_passes: on a GPU DeepSpeed's engine would register its DeepCompile passes, which
+    imports deepspeed.compile.backend and torch's inductor (3.2 s of an H200 start); with the patch the engine's own
+    check says no, where without it the same accelerator says yes."""
+    import subprocess
+    import sys
+    code = """if True:
+        import sys, types, ds_patches
+        import deepspeed.compile.util as util, deepspeed.runtime.engine as engine
+        util.get_accelerator = lambda: types.SimpleNamespace(device_name=lambda: "cuda")  # as on a GPU machine
+        before = engine.is_deepcompile_supported()
+        ds_patches.skip_deepcompile_passes()
+        print(before, engine.is_deepcompile_supported(), "deepspeed.compile.backend" in sys.modules)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "True False False"
+
 # ---- the rendezvous: whose launcher a rank came from
 
 class FakeStore:
