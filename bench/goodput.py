@@ -32,6 +32,7 @@ From its log:
     other_s       what is left (logging, the gaps between)
     goodput       step_s / wall_s
 JSON and the run's log go to --out (default bench/results/<date>-goodput-<cpu|Ngpu>/): goodput.json, run.log.
+The job runs without PYTHONDONTWRITEBYTECODE (the lent GPU machines set it): its modules compiled once, as installed.
 """
 import argparse
 import datetime
@@ -137,6 +138,10 @@ def stand_in_cache():
 def command(args, out_dir):
     """(argv, environment) of the job."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The GPU machines lent here set PYTHONDONTWRITEBYTECODE=1, so each process compiled every import from source:
+    # ~13 s of a GPT-2 XL start (bench/results/2026-12-04-startup). A pip install leaves the modules compiled, and
+    # the job here keeps what it compiles, as a user's machine does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     extra = [f"--{s}" for s in args.set]
     if args.cpu:
         # no GPU here: the script runs NUM_GPUS processes on DeepSpeed's CPU accelerator
@@ -208,6 +213,7 @@ def main():
     result = {"mode": f"cpu (tiny config, {args.gpus or 2} CPU processes): a smoke figure, not a GPU one"
               if args.cpu else f"gpu ({args.gpus or 'all visible'} GPUs, init {args.init})",
               "command": " ".join(argv), "exit_code": proc.returncode,
+              "dropped_PYTHONDONTWRITEBYTECODE": "PYTHONDONTWRITEBYTECODE" in os.environ,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               **parse(lines, wall_s)}
     with open(os.path.join(out, "goodput.json"), "w") as f:

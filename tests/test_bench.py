@@ -30,13 +30,15 @@ def test_bench_cpu_mode(shakespeare, tmp_path):
 
 def test_goodput_cpu_mode(shakespeare, tmp_path):
     """bench/goodput.py's CI mode: the real trainer, 8 iterations with an eval and a save every 2; the JSON's parts
-    add up to the wall time."""
+    add up to the wall time. The job keeps its compiled modules where the machine says not to (the GPU machines)."""
     proc = subprocess.run([sys.executable, "bench/goodput.py", "--cpu", "--out", str(tmp_path / "result"),
                            "--run-dir", str(tmp_path / "run")], cwd=REPO,
-                          env=train_env({"BENCH_DATASET": shakespeare}), capture_output=True, text=True, timeout=600)
+                          env=train_env({"BENCH_DATASET": shakespeare, "PYTHONDONTWRITEBYTECODE": "1"}),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.load(open(tmp_path / "result" / "goodput.json"))
     assert data["exit_code"] == 0 and data["steps"] == 8 and "not a GPU one" in data["mode"]
+    assert data["dropped_PYTHONDONTWRITEBYTECODE"] is True
     saves = [s for s in data["saves"] if not s["tags"].startswith("waiting for ")]  # a write that took 2 steps
     assert [s["tags"] for s in saves] == ["iter_2 + best", "iter_4 + best", "iter_6 + best", "final + best"]
     assert [e["iteration"] for e in data["evals"]] == [0, 2, 4, 6, 8]
@@ -125,3 +127,36 @@ def test_bench_gpus_names_only_gpus_that_exist(tmp_path):
                           cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--gpus=0,5 names a GPU this machine lacks (it has 2)" in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_write_speed_writes_the_same_bytes_every_way(tmp_path):
+    """bench/write_speed.py at a thousandth of GPT-2 XL's sizes: torch.save and the parallel candidate write files
+    with one hash, the one checkpoint.file_hashes gives."""
+    out = tmp_path / "w.json"
+    proc = subprocess.run([sys.executable, "bench/write_speed.py", "--scale", "0.001", "--dir", str(tmp_path / "w"),
+                           "--threads", "1,3", "--rounds", "1", "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.load(open(out))
+    assert data["same_bytes"] is True
+    rows = data["results"]
+    assert [r["method"] for r in rows] == ["torch.save+hash"] * 2 + ["parallel-1"] * 2 + ["parallel-3"] * 2
+    assert rows[0]["bytes"] > 3 * 4 * 1_557_611 and all(r["seconds"] > 0 for r in rows)
+
+
+def test_startup_profile_cpu(shakespeare, tmp_path):
+    """bench/startup_profile.py on DeepSpeed's CPU accelerator: the trainer's run() to its end, and the sampled
+    wall seconds of the functions it went through."""
+    report = tmp_path / "startup.txt"
+    proc = subprocess.run([sys.executable, "bench/startup_profile.py", "--cpu", "--out", str(report), "--",
+                           "config/cpu_tiny.py", f"--dataset={shakespeare}", "--max_iters=1", "--eval_interval=1000",
+                           "--save_checkpoints=False", "--plot=False", f"--out_dir={tmp_path / 'run'}"], cwd=REPO,
+                          env=train_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = report.read_text()
+    assert text.startswith("run() returned 0;")
+    seconds = {line.split()[1]: float(line.split()[0]) for line in text.splitlines()
+               if line.startswith(" ") and len(line.split()) == 2}
+    [run_s] = [v for k, v in seconds.items() if k.startswith("train_deepspeed.py:") and k.endswith("(run)")]
+    [engine_s] = [v for k, v in seconds.items() if k.startswith("train_deepspeed.py:") and k.endswith("(make_engine)")]
+    assert 0 < engine_s < run_s
