@@ -56,7 +56,7 @@ class Saves:
         does what is left before its finish() (the loss plot)."""
         if not self.cfg.save_checkpoints:
             return
-        self.finish()  # one save at a time: the one before is complete (or has failed) first
+        self.finish(next_iteration=loop["iter"])  # one save at a time: the one before is complete (or has failed)
         t0 = time.time()
         result = save_run(self.engine, self.cfg, loop, tags[0], tags[1:], self.zero_stage, self.model_config,
                           background=self.background)
@@ -74,9 +74,10 @@ class Saves:
         """[finished, failed] of this rank's part of the background save, for the step's all-reduce."""
         return self.pending[0].state() if self.pending else [0.0, 0.0]
 
-    def finish(self, counts=None):
+    def finish(self, counts=None, next_iteration=None):
         """Make the background save visible: with counts (ranks finished, failed: the all-reduced state()) once
-        every rank has written its part; without, after waiting for it. A failed write raises SaveFailed."""
+        every rank has written its part; without, after waiting for it (for the save of next_iteration, where
+        given). A failed write raises SaveFailed."""
         if self.pending is None:
             return
         saving, tags, ending_since = self.pending
@@ -89,7 +90,12 @@ class Saves:
         if ending_since is not None:  # the run waited for this one: its time is the save's, from its start
             result = result and (time.time() - ending_since, *result[1:5], None)  # "" on the other ranks
         elif counts is None and time.time() - t0 > 0.5:
-            print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}")
+            # on one H200 the default job's 20.3 GiB saves 5 iterations (12.6 s) apart outran the disk: the final
+            # save waited 7.9 s (bench/results/2026-12-04-jobs)
+            gap = next_iteration - saving.marker["iteration"] if next_iteration is not None else None
+            why = (f", begun {gap} iteration{'s' if gap != 1 else ''} before this save: this disk writes a checkpoint "
+                   f"more slowly than they train (a larger --eval_interval saves less often)") if gap else ""
+            print0(f"waited {time.time() - t0:.1f}s for the background write of {' + '.join(tags)}{why}")
         self.report(result, tags, saving.marker["iteration"])
 
     def report(self, result, tags, iteration):
