@@ -41,6 +41,10 @@ def tokens_at(tokens, step):
 
 def plot_run(out_dir, path=None):
     """Write the PNG and return its path, or None when the run has logged nothing yet."""
+    import logging
+    # matplotlib's first use on a machine builds its font cache and says so on stderr (5.5 s on an H200 machine,
+    # while the final checkpoint was being written): nothing to act on, in a new user's first run
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -171,6 +171,30 @@ def test_plot_bad_folder(tmp_path, name, message):
     assert not os.path.exists(tmp_path / "loss.png")
 
 
+SLOW_FONT_SCAN = """
+import sys, threading
+real_timer = threading.Timer
+threading.Timer = lambda interval, function, *args, **kwargs: real_timer(0, function, *args, **kwargs)
+import plot  # matplotlib says it is building its font cache when that takes over 5 s: here at once
+print(plot.plot_run(sys.argv[1]))
+"""
+
+
+def test_plot_on_a_machine_without_matplotlibs_font_cache_prints_only_the_png(tmp_path):
+    """A new user's first plot: matplotlib builds its font cache (an empty MPLCONFIGDIR here, the scan made to look
+    slow) without a line of its own; on an H200 machine it said so, 5.5 s into the final save."""
+    csv_dir = tmp_path / "run" / "logs" / "csv"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "Train_loss.csv").write_text("step,Train_loss\n1,10.5\n2,9.75\n")
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"), PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", SLOW_FONT_SCAN, str(tmp_path / "run")], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(tmp_path / "run" / "loss.png")] and proc.stderr == ""
+    assert any(f.startswith("fontlist") for f in os.listdir(tmp_path / "mpl"))  # the cache was built
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 10_000
+
+
 def test_plot_tokens_at_interpolates_between_log_lines():
     """Evals fall between the log lines that record tokens seen: a fresh run's tokens grow from 0, a resume with a
     bigger batch changes the rate, and past the last log line the last interval's rate holds."""
