@@ -74,9 +74,12 @@ def skip_deepcompile_passes():
     engine.is_deepcompile_supported = lambda: False
 
 
-def explain_build_lock_waits(first_after_s=10.0, every_s=60.0, say=None):
+def explain_build_lock_waits(first_after_s=60.0, every_s=60.0, say=None):
     """Make torch.utils.file_baton.FileBaton.wait say, after first_after_s and then every every_s, which lock it
-    waits for and how to free it (torch says nothing, or one warning after an optional delay)."""
+    waits for and how to free it (torch says nothing, or one warning after an optional delay). A first run's ranks
+    wait for the one that builds: 30 s for DeepSpeed's shm op on 2 CPU cores, 10.5 s for kernels/fused_dense on an
+    H200 machine (bench/results/2026-12-02-goodput-h200), so the first line comes after a minute; a lock over 10
+    minutes old is named at start-up already (distributed.stale_build_locks)."""
     from torch.utils import file_baton
 
     def wait(self):

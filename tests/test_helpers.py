@@ -384,6 +384,13 @@ def test_a_wait_on_a_torch_extension_lock_says_what_it_waits_for(tmp_path, monke
     assert re.fullmatch(rf"waiting \d+s for {lock}: another process is building this torch extension, or a killed "
                         rf"build left its lock; if no build is running \(pgrep -f ninja finds none\), delete it: rm "
                         rf"{lock}", said[0]), said[0]
+    # a build that ends before first_after_s (another rank's, on a first run) is waited for in silence
+    lock.touch()
+    said.clear()
+    ds_patches.explain_build_lock_waits(first_after_s=2.0, say=said.append)
+    threading.Timer(0.5, lock.unlink).start()
+    FileBaton(str(lock), wait_seconds=0.05).wait()
+    assert said == []
 
 
 def test_the_one_gpu_barrier_warning_is_filtered():
