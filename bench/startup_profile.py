@@ -60,9 +60,8 @@ def main():
     ap.add_argument("--top", type=int, default=120)
     ap.add_argument("args", nargs="*", help="the trainer's arguments (after --)")
     args = ap.parse_args()
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                       ("MASTER_PORT", "29533")):
-        os.environ.setdefault(key, value)
+    # rank 0 of 1 as distributed.environment() makes a plain start, on a port of its own beside a running job's 29500
+    os.environ.setdefault("MASTER_PORT", "29533")
     if args.cpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
     sampler = StackSampler(threading.get_ident())

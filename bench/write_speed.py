@@ -59,8 +59,8 @@ def save_in_parallel(obj, path, threads=None):
     64 MiB piece from the tensors' memory with pwrite and hashes it from that memory, pieces side by side: byte for
     byte torch.save's own file."""
     from concurrent.futures import ThreadPoolExecutor
-    storages = [t.untyped_storage() for t in checkpoint.tensors_in(obj) if t.device.type == "cpu"]
-    writes = _StorageWrites(storages)
+    writes = _StorageWrites([s for (_, _, device), s in checkpoint.HostCopies.storages(obj).items()
+                             if device.type == "cpu"])
     with checkpoint.fast_torch_save():
         torch.save(obj, writes)  # the order of the storage records: no bytes are copied
         with torch.serialization.skip_data():
@@ -115,12 +115,13 @@ def save_in_parallel(obj, path, threads=None):
 def model_states(scale):
     """A GPT-2 XL-shaped fp16 state dict (580 tensors), as DeepSpeed's model states file holds it."""
     d, layers, vocab = 1600, max(1, round(48 * scale)), 50257
-    sd = {"wte": torch.empty(max(1, round(vocab * scale)), d, dtype=torch.float16), "wpe": torch.empty(1024, d, dtype=torch.float16)}
+    sd = {"wte": torch.empty(max(1, round(vocab * scale)), d, dtype=torch.float16),
+          "wpe": torch.empty(1024, d, dtype=torch.float16)}
     for i in range(layers):
-        for name, shape in (("ln_1.w", (d,)), ("ln_1.b", (d,)), ("attn.c_attn.w", (d, 3 * d)), ("attn.c_attn.b", (3 * d,)),
-                            ("attn.c_proj.w", (d, d)), ("attn.c_proj.b", (d,)), ("ln_2.w", (d,)), ("ln_2.b", (d,)),
-                            ("mlp.c_fc.w", (d, 4 * d)), ("mlp.c_fc.b", (4 * d,)), ("mlp.c_proj.w", (4 * d, d)),
-                            ("mlp.c_proj.b", (d,))):
+        for name, shape in (("ln_1.w", (d,)), ("ln_1.b", (d,)), ("attn.c_attn.w", (d, 3 * d)),
+                            ("attn.c_attn.b", (3 * d,)), ("attn.c_proj.w", (d, d)), ("attn.c_proj.b", (d,)),
+                            ("ln_2.w", (d,)), ("ln_2.b", (d,)), ("mlp.c_fc.w", (d, 4 * d)), ("mlp.c_fc.b", (4 * d,)),
+                            ("mlp.c_proj.w", (4 * d, d)), ("mlp.c_proj.b", (d,))):
             sd[f"h.{i}.{name}"] = torch.empty(shape, dtype=torch.float16)
     for t in sd.values():
         t.normal_()
@@ -182,9 +183,10 @@ def main():
                     written = None
                 total = time.time() - t
                 size = os.path.getsize(path)
-                results.append({"round": r, "method": method, "file": name, "bytes": size, "seconds": round(total, 3),
-                                "write_seconds": written and round(written, 3), "GB_per_s": round(size / total / 1e9, 2),
-                                "sha": digest[:16], "dirty_GB_before": dirty})
+                results.append({"round": r, "method": method, "file": name, "bytes": size,
+                                "seconds": round(total, 3), "write_seconds": written and round(written, 3),
+                                "GB_per_s": round(size / total / 1e9, 2), "sha": digest[:16],
+                                "dirty_GB_before": dirty})
                 print(json.dumps(results[-1]), flush=True)
                 os.remove(path)
     shas = {(x["file"], x["sha"]) for x in results}

@@ -436,7 +436,6 @@ def test_deepspeeds_muon_is_stood_in_for_and_the_compiler_not_imported():
         "['deepspeed.runtime.zero.muon.muon_optimizer', 'deepspeed.runtime.zero.muon.original_muon']"]
 
 
-
 def test_deepspeeds_engine_is_told_deepcompile_is_not_there():
     """ds_patches.skip_deepcompile_passes: on a GPU DeepSpeed's engine would register its DeepCompile passes, which
     imports deepspeed.compile.backend and torch's inductor (3.2 s of an H200 start); with the patch the engine's own
@@ -455,6 +454,7 @@ def test_deepspeeds_engine_is_told_deepcompile_is_not_there():
         os.path.dirname(os.path.abspath(__file__))), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "True False False"
+
 
 # ---- the rendezvous: whose launcher a rank came from
 
